@@ -1,0 +1,61 @@
+"""``uvlm``: the command-line entry point.
+
+Every subcommand module defines ``register(subparsers)`` which adds its parser and sets ``func`` to a function
+taking the parsed namespace. A :class:`~uvlm.errors.UserError` anywhere becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+from uvlm import __version__
+from uvlm.errors import UserError
+
+#: Subcommand modules, in the order ``uvlm --help`` lists them.
+COMMAND_MODULES = ("uvlm.cli.data", "uvlm.cli.score", "uvlm.cli.vision")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (``uvlm data generate: error: ...``) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="uvlm", description="Unified vision-language model experiments.")
+    parser.add_argument("--version", action="version", version=f"uvlm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        # a command group without its subcommand, or no command at all
+        target = getattr(args, "_parser", parser)
+        target.print_help()
+        return 2 if args.command else 0
+    try:
+        rc = args.func(args)
+    except UserError as e:
+        print(f"uvlm: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("uvlm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
