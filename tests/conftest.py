@@ -1,0 +1,17 @@
+"""Shared test setup: offline, single-threaded, a private cache folder."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Trained artifacts go to a per-session temporary cache, never the user's."""
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path_factory.getbasetemp() / "uvlm-cache"))
