@@ -37,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a bad flag (already printed on one line)
+        return int(e.code or 0)
     if not getattr(args, "func", None):
         # a command group without its subcommand, or no command at all
         target = getattr(args, "_parser", parser)
