@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from uvlm.errors import UserError
@@ -72,7 +72,7 @@ def load_artifact(folder: str | os.PathLike, kind: str | None = None) -> tuple[d
         raise UserError(f"{folder} holds a {config.get('kind')!r} model, not a {kind!r} model")
     try:
         state = load_file(str(folder / WEIGHTS))
-    except (SafetensorsError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{folder / WEIGHTS} cannot be read ({str(e).splitlines()[0]}): the checkpoint is corrupt or "
                         f"truncated, retrain it") from None
     return state, config
