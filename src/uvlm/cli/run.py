@@ -1,0 +1,264 @@
+"""``uvlm train`` / ``ask`` / ``draw`` / ``eval``: train a unified VLM and use the trained run.
+
+    uvlm train --variant SigLIP-SigLIP --out runs/siglip            # the CPU default sizes
+    uvlm train --config run.json                                     # everything in a RunConfig JSON file
+    uvlm train --resume runs/siglip [--steps N]                      # continue a killed (or finished) run
+    uvlm ask runs/siglip watch.png "What time does the watch show?"
+    uvlm draw runs/vq "Draw a smart watch showing the time 02:07:00." watch.png
+    uvlm eval runs/siglip --questions 1000
+
+The config file is the main interface (``uvlm train --variant NAME --print-config > run.json`` writes a complete one
+to edit); the flags cover the common sizes only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from uvlm.cli._common import count_arg
+from uvlm.errors import UserError, require
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _non_negative(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", metavar="STEP", help="checkpoint step or folder name (default: the latest)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); above 0 samples")
+    p.add_argument("--top-k", type=_non_negative, default=0, help="sample among the k most likely tokens (0: all)")
+    p.add_argument("--seed", type=_non_negative, default=0, help="sampling seed")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from uvlm.train.config import variant_names
+
+    p = sub.add_parser("train", help="train a unified VLM on SmartWatch (or resume a run)",
+                       description="Train a unified VLM. Start from a named variant and/or a RunConfig JSON file; "
+                                   "flags override both. Valid variants: " + ", ".join(variant_names()))
+    p.add_argument("--variant", metavar="NAME", help="the paper's model name, e.g. SigLIP-SigLIP, VQ_u, VQ*-VQ-D")
+    p.add_argument("--config", metavar="FILE.json", help="a RunConfig as JSON (missing keys keep their defaults)")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: config out_dir, else runs/<variant>-seed<N>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
+    p.add_argument("--steps", type=_positive, help="optimiser steps (default: one epoch)")
+    p.add_argument("--seed", type=_non_negative, help="training seed (data order and weight init)")
+    p.add_argument("--source", metavar="NAME", help="vision source: tiny (default) or a local checkpoint folder")
+    p.add_argument("--llm", metavar="PRESET", help="LLM preset: debug or tiny (default)")
+    p.add_argument("--batch-size", type=_positive, help="global batch size (default 32)")
+    p.add_argument("--samples", type=count_arg, metavar="N",
+                   help="training samples per task (VQA, caption, generation each; default 60K)")
+    p.add_argument("--eval-every", type=_non_negative, metavar="STEPS", help="evaluate every N steps (0: at the end)")
+    p.add_argument("--questions", type=_non_negative, metavar="N", help="test questions per evaluation")
+    p.add_argument("--print-config", action="store_true", help="print the resolved RunConfig as JSON and exit")
+    p.add_argument("--quiet", action="store_true", help="no console log line and no progress bar")
+    p.set_defaults(func=run_train)
+
+    p = sub.add_parser("ask", help="ask a trained run a question about an image",
+                       description="Answer a question about an image with a trained run (greedy by default).")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("image", metavar="IMAGE", help="image file (resized to the vision source's resolution)")
+    p.add_argument("question", metavar="QUESTION")
+    p.add_argument("--max-new-tokens", type=_positive, default=48, help="answer length limit")
+    _sampling_args(p)
+    p.set_defaults(func=run_ask)
+
+    p = sub.add_parser("draw", help="draw an image from an instruction with a trained run",
+                       description="Generate an image's vision tokens and decode them with the source's decoder.")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("instruction", metavar="INSTRUCTION")
+    p.add_argument("output", metavar="OUT.png", help="image file to write (.png, .jpg, .webp)")
+    _sampling_args(p)
+    p.set_defaults(func=run_draw)
+
+    p = sub.add_parser("eval", help="VQA score of a trained run on its test split",
+                       description="Answer the test split's VQA questions greedily and print the VQA score table; "
+                                   "the answers are written to RUN/predictions/ for 'uvlm score'.")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--questions", type=_positive, help="how many test questions (default: the run's eval setting)")
+    p.add_argument("--checkpoint", metavar="STEP", help="checkpoint step or folder name (default: the latest)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run_eval)
+
+
+# ----- train ---------------------------------------------------------------------------------------------------------
+def _read_config_file(path: str):
+    from uvlm.train.config import RunConfig
+
+    f = Path(path)
+    require(f.is_file(), f"config file {path!r} not found: write one with 'uvlm train --print-config > run.json'")
+    try:
+        d = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"config file {path!r} is not valid JSON ({e}): fix the syntax") from None
+    return RunConfig.from_dict(d)
+
+
+def build_config(args: argparse.Namespace):
+    """The RunConfig of ``uvlm train`` flags: config file, then variant, then the size flags."""
+    from uvlm.train.config import RunConfig, variant_config
+
+    cfg = _read_config_file(args.config) if args.config else RunConfig()
+    if args.variant:
+        cfg = variant_config(args.variant, cfg)
+    if args.steps is not None:
+        cfg = replace(cfg, optim=replace(cfg.optim, steps=args.steps))
+    if args.seed is not None:
+        cfg = replace(cfg, seed=args.seed, model=replace(cfg.model, seed=args.seed))
+    if args.source is not None:
+        cfg = replace(cfg, vision=replace(cfg.vision, source=args.source))
+    if args.llm is not None:
+        cfg = replace(cfg, model=replace(cfg.model, llm=replace(cfg.model.llm, preset=args.llm)))
+    if args.batch_size is not None:
+        cfg = replace(cfg, optim=replace(cfg.optim, batch_size=args.batch_size))
+    if args.samples is not None:
+        n = args.samples
+        cfg = replace(cfg, data=replace(cfg.data, train=cfg.data.train.with_(n_vqa=n, n_caption=n, n_generation=n)))
+    if args.eval_every is not None:
+        cfg = replace(cfg, eval=replace(cfg.eval, every=args.eval_every, unit="steps"))
+    if args.questions is not None:
+        cfg = replace(cfg, eval=replace(cfg.eval, questions=args.questions))
+    if args.out is not None:
+        cfg = replace(cfg, out_dir=args.out)
+    return RunConfig.from_dict(cfg.to_dict())  # re-validate the combination
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from uvlm.train.checkpoint import read_run_config
+    from uvlm.train.loop import train
+
+    if args.resume:
+        fixed = [f"--{k.replace('_', '-')}" for k in ("variant", "config", "seed", "source", "llm", "batch_size",
+                                                      "samples", "out") if getattr(args, k) is not None]
+        require(not fixed, f"{', '.join(fixed)} cannot change a run being resumed: resume with --resume DIR "
+                           f"[--steps N] only, or start a new run")
+        cfg = read_run_config(args.resume)
+        if args.steps is not None:
+            cfg = replace(cfg, optim=replace(cfg.optim, steps=args.steps))
+        if args.eval_every is not None:
+            cfg = replace(cfg, eval=replace(cfg.eval, every=args.eval_every, unit="steps"))
+        if args.questions is not None:
+            cfg = replace(cfg, eval=replace(cfg.eval, questions=args.questions))
+        out = Path(args.resume)
+    else:
+        cfg = build_config(args)
+        out = Path(cfg.default_out_dir)
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+        return 0
+    result = train(cfg, out, resume=bool(args.resume), quiet=args.quiet)
+    if not args.quiet:
+        print(f"done: {result.steps} steps in {result.out_dir}", file=sys.stderr)
+    return 0
+
+
+# ----- ask / draw / eval ---------------------------------------------------------------------------------------------
+def _sampling(args: argparse.Namespace):
+    from uvlm.model.config import SamplingConfig
+
+    return SamplingConfig(temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+
+
+def _load(args: argparse.Namespace):
+    from uvlm.train.checkpoint import load_run
+
+    return load_run(args.run, args.checkpoint)
+
+
+def run_ask(args: argparse.Namespace) -> int:
+    from PIL import Image, UnidentifiedImageError
+
+    from uvlm.model.generate import answer
+
+    sampling = _sampling(args)
+    path = Path(args.image)
+    require(path.is_file(), f"image {args.image!r} not found: pass an image file (PNG, JPEG ...)")
+    try:
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"cannot read image {args.image!r} ({e}): pass a PNG or JPEG file") from None
+    require(args.question.strip() != "", "the question is empty: ask something, e.g. \"What time does the watch show?\"")
+    loaded = _load(args)
+    source = loaded.sources.understanding
+    r = int(source.resolution)
+    if image.size != (r, r):
+        image = image.resize((r, r), Image.Resampling.BICUBIC)
+    import torch
+
+    with torch.no_grad():
+        feats = source.to_inputs(source.encode_cached([image]))
+    print(answer(loaded.model, feats, [args.question], sampling=sampling, max_new_tokens=args.max_new_tokens)[0])
+    return 0
+
+
+def run_draw(args: argparse.Namespace) -> int:
+    import torch
+    from PIL import Image
+
+    from uvlm.io import atomic_path
+    from uvlm.model.generate import generate_images
+
+    sampling = _sampling(args)
+    out = Path(args.output)
+    require(out.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"),
+            f"output {args.output!r} must end in .png, .jpg or .webp")
+    require(args.instruction.strip() != "", "the instruction is empty: describe the watch to draw")
+    loaded = _load(args)
+    model = loaded.model
+    require(model.target is not None, f"run {args.run!r} is an understanding-only model ({loaded.config.variant}): "
+                                      f"it cannot draw; use a run with a generation target")
+    require(loaded.config.model.target != "llm-embeds",
+            f"run {args.run!r} generates LLM embeddings, which have no pixel decoder: use a VQ or SigLIP target")
+    tokens = generate_images(model, [args.instruction], sampling=sampling)
+    try:
+        with torch.no_grad():
+            pixels = loaded.sources.generation.decode(tokens)
+    except NotImplementedError as e:
+        raise UserError(f"the {loaded.config.model.target} generation target of {args.run!r} cannot be turned into "
+                        f"pixels ({e}): draw with a VQ-target run or a source with a pixel decoder") from None
+    arr = (pixels[0].clamp(0, 1).permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    with atomic_path(out, suffix=out.suffix) as tmp:
+        Image.fromarray(arr).save(tmp, format=Image.registered_extensions()[out.suffix.lower()])
+    print(f"wrote {out} ({arr.shape[1]}x{arr.shape[0]})", file=sys.stderr)
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from uvlm.eval.vqa import evaluate_vqa
+
+    loaded = _load(args)
+    cfg = loaded.config
+    n = args.questions or cfg.eval.questions
+    require(n > 0, "no questions to evaluate: pass --questions N")
+    step = int(loaded.state["step"])
+    path = Path(args.run) / "predictions" / f"eval-step-{step:06d}.jsonl"
+    report = evaluate_vqa(loaded.model, loaded.sources.understanding, cfg.data.test, n,
+                          batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
+                          feature_chunk=cfg.data.feature_chunk, predictions_path=path)
+    if args.json:
+        print(json.dumps({"step": step, "predictions": str(path), **report.to_dict()}, indent=2))
+    else:
+        print(f"{cfg.variant} at step {step} ({loaded.checkpoint.name}), {report.count('total')} test questions:")
+        print(report.format_table())
+        print(f"answers: {path}", file=sys.stderr)
+    return 0

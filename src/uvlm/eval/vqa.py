@@ -1,0 +1,85 @@
+"""The VQA score of a model on the test split (the paper's understanding metric).
+
+Answers are greedy by default (:func:`uvlm.model.generate.answer`) from the understanding features of the test images
+(read through the same feature cache as training), then scored with :mod:`uvlm.data.scoring`. Each question of a
+multi-turn sample is asked on its own, with only the image as context (the test split has one question per sample).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from uvlm.data.config import SplitConfig
+from uvlm.data.scoring import Question, ScoreReport, questions_from_samples, score_predictions, write_predictions
+from uvlm.data.smartwatch import SmartWatch
+from uvlm.errors import require
+from uvlm.model.config import SamplingConfig
+
+
+def vqa_questions(test_config: SplitConfig, n_questions: int) -> tuple[list[Question], list[tuple[int, str]]]:
+    """The first ``n_questions`` VQA questions of the split (all if fewer) and, per question, its image index and
+    question text."""
+    require(n_questions > 0, f"n_questions must be positive, got {n_questions}")
+    require(test_config.n_vqa > 0, f"the test split {test_config.name!r} has no VQA samples: set n_vqa")
+    sw = SmartWatch(test_config)
+    questions: list[Question] = []
+    asks: list[tuple[int, str]] = []
+    for i in range(test_config.n_vqa):
+        s = sw.sample("vqa", i, with_image=False)
+        for q, turn in zip(questions_from_samples([s]), s.turns):
+            questions.append(q)
+            asks.append((s.image_index, turn.question))
+            if len(questions) == n_questions:
+                return questions, asks
+    return questions, asks
+
+
+@torch.no_grad()
+def vqa_predictions(model, source, test_config: SplitConfig, n_questions: int, *, batch_size: int = 64,
+                    max_new_tokens: int = 16, sampling: SamplingConfig | None = None,
+                    feature_chunk: int = 2048) -> tuple[list[Question], dict[str, str]]:
+    """Answer the first ``n_questions`` test questions: ``(questions, {question id: answer})``."""
+    from uvlm.model.generate import answer
+    from uvlm.train.data import feature_cache
+
+    questions, asks = vqa_questions(test_config, n_questions)
+    cache = feature_cache(source, test_config, feature_chunk)
+    was_training = model.training
+    model.eval()
+    predictions: dict[str, str] = {}
+    try:
+        for b in range(0, len(asks), batch_size):
+            chunk = asks[b:b + batch_size]
+            feats = source.to_inputs(cache.get([img for img, _ in chunk]))
+            texts = answer(model, feats, [q for _, q in chunk], sampling=sampling, max_new_tokens=max_new_tokens)
+            for q, a in zip(questions[b:b + batch_size], texts):
+                predictions[q.id] = a
+    finally:
+        model.train(was_training)
+    return questions, predictions
+
+
+def evaluate_vqa(model, source, test_config: SplitConfig, n_questions: int, *, batch_size: int = 64,
+                 max_new_tokens: int = 16, sampling: SamplingConfig | None = None, feature_chunk: int = 2048,
+                 predictions_path: str | os.PathLike | None = None) -> ScoreReport:
+    """The VQA :class:`~uvlm.data.scoring.ScoreReport` of ``model`` on the first ``n_questions`` test questions.
+
+    Args:
+        model: a :class:`~uvlm.model.unified.UnifiedVLM` (unwrapped).
+        source: the understanding :class:`~uvlm.vision.sources.VisionSource` the model was trained on.
+        test_config: the test split.
+        predictions_path: also write the answers there as JSON lines (``uvlm score`` re-scores them).
+    """
+    questions, predictions = vqa_predictions(model, source, test_config, n_questions, batch_size=batch_size,
+                                             max_new_tokens=max_new_tokens, sampling=sampling,
+                                             feature_chunk=feature_chunk)
+    if predictions_path is not None:
+        Path(predictions_path).parent.mkdir(parents=True, exist_ok=True)
+        write_predictions(predictions_path, predictions)
+    return score_predictions(questions, predictions)
+
+
+__all__ = ["evaluate_vqa", "vqa_predictions", "vqa_questions"]

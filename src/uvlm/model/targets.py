@@ -1,0 +1,225 @@
+"""Generation targets: what the LLM autoregresses after ``<boi>``, one small class each.
+
+A target owns the generation head (``hidden -> out_dim``, always its own parameters) and any frozen tensor it needs
+(the VQ codebook). It defines
+
+- ``out_dim``: the head's output width (``D_out`` for continuous targets, ``K`` logits for VQ);
+- ``feature_dim`` and ``space``: the width and the name of the space of the vectors fed back into the LLM for the
+  next position. The model passes them through the generation adapter, which is the understanding adapter itself when
+  ``space`` equals the understanding encoder's space (unless ``detach``);
+- ``prepare(targets, understand)``: teacher forcing, from the cached targets of a batch to ``(vectors fed back,
+  loss targets)``;
+- ``loss(pred, target, mask)``: the vision loss, a mean over the masked-in image tokens;
+- ``select(head_out, sampling, generator)`` and ``vectors(tokens)``: inference, from a head output to the next token
+  and from tokens to the vectors fed back.
+
+Adding a target is one class (anywhere) decorated with ``@register_target("name")``, plus importing its module.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.generation import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper
+
+from uvlm.errors import UserError, require
+from uvlm.model.config import SamplingConfig, UnifiedConfig
+
+#: name -> target class
+TARGETS: dict[str, type["Target"]] = {}
+
+Understand = Callable[[torch.Tensor], torch.Tensor]
+"""The model's understanding embedding: features ``(B, N, D_in)`` -> LLM input vectors ``(B, N, hidden)``."""
+
+
+def register_target(name: str):
+    """Class decorator: make a :class:`Target` subclass available as ``UnifiedConfig(target=name)``."""
+
+    def deco(cls: type["Target"]) -> type["Target"]:
+        cls.name = name
+        TARGETS[name] = cls
+        return cls
+
+    return deco
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` over positions where ``mask`` (same shape, bool) is true; 0 (still in the graph) if none."""
+    if mask is not None:
+        values = values[mask]
+    if values.numel() == 0:
+        return values.sum()
+    return values.mean()
+
+
+class Target(nn.Module):
+    """Base class. Subclasses set the class attributes and implement the abstract methods."""
+
+    name: ClassVar[str] = ""
+    space: ClassVar[str] = ""
+    """Name of the space generated tokens live in; equal to an encoder name when the adapter can be shared."""
+    discrete: ClassVar[bool] = False
+    """Tokens are ids ``(B, N)`` long (discrete) or vectors ``(B, N, feature_dim)`` float (continuous)."""
+    default_alpha: ClassVar[float] = 1.0
+    """Vision loss weight when ``UnifiedConfig.alpha`` is ``None``."""
+
+    out_dim: int
+    feature_dim: int
+
+    def __init__(self, config: UnifiedConfig, hidden_size: int, codebook: torch.Tensor | None = None):
+        super().__init__()
+        self.config = config
+        self.hidden_size = hidden_size
+
+    def _make_head(self) -> None:
+        self.head = nn.Linear(self.hidden_size, self.out_dim)
+
+    def check(self, targets: torch.Tensor) -> None:
+        """Raise :class:`UserError` unless ``targets`` is a batch ``(B, N, ...)`` of this target's kind."""
+        raise NotImplementedError
+
+    def prepare(self, targets: torch.Tensor, understand: Understand) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing: cached targets -> (vectors fed back ``(B, N, feature_dim)``, loss targets)."""
+        return self.vectors(targets), targets
+
+    def per_token_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``pred (..., out_dim)`` float, ``target`` of the matching shape -> loss per token ``(...)`` float."""
+        raise NotImplementedError
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of :meth:`per_token_loss` over tokens where ``mask`` ``(...)`` bool is true (all if ``None``)."""
+        return masked_mean(self.per_token_loss(pred, target), mask)
+
+    def select(self, head_out: torch.Tensor, sampling: SamplingConfig,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Inference: head output ``(B, out_dim)`` -> next token (``(B,)`` long ids or ``(B, feature_dim)`` float)."""
+        raise NotImplementedError
+
+    def vectors(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens ``(B, N)`` ids or ``(B, N, feature_dim)`` -> vectors fed back ``(B, N, feature_dim)`` float."""
+        raise NotImplementedError
+
+
+class ContinuousTarget(Target):
+    """Regress a vector per token with ``1 - cosine`` (MetaMorph, and the paper for SigLIP); predictions fed back as
+    they are (direct regression, no sampling)."""
+
+    def check(self, targets: torch.Tensor) -> None:
+        require(targets.is_floating_point() and targets.ndim == 3 and targets.shape[-1] == self.feature_dim,
+                f"{self.name} generation targets must be float (B, N, {self.feature_dim}), got "
+                f"{str(targets.dtype).replace('torch.', '')} {tuple(targets.shape)}: check target_dim and the cache")
+
+    def per_token_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return 1.0 - F.cosine_similarity(pred.float(), target.float(), dim=-1)
+
+    def select(self, head_out: torch.Tensor, sampling: SamplingConfig,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        return head_out
+
+    def vectors(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens
+
+
+@register_target("siglip")
+class SigLIPTarget(ContinuousTarget):
+    """SigLIP patch embeddings ``(B, N_out, D_out)``; loss ``1 - cos``; alpha 1.0."""
+
+    space = "siglip"
+    default_alpha = 1.0
+
+    def __init__(self, config: UnifiedConfig, hidden_size: int, codebook: torch.Tensor | None = None):
+        super().__init__(config, hidden_size)
+        self.out_dim = self.feature_dim = config.target_dim
+        self._make_head()
+
+
+@register_target("llm-embeds")
+class LLMEmbedsTarget(ContinuousTarget):
+    """UniHetero's semantic target: the LLM's own input embeddings of the image, i.e. the understanding adapter's
+    output (after the affine map, if any), with stop-gradient on the target; loss ``1 - cos``; alpha 1.0.
+
+    The cached targets are the image's *understanding features* ``(B, N, D_in)`` (so ``N_out = N_in``). Teacher
+    forcing feeds the embeddings themselves back (with gradient, like understanding input); at inference the
+    predicted vector is fed back directly (the generation adapter is the identity: the space is the LLM's own).
+    """
+
+    space = "llm"
+    default_alpha = 1.0
+
+    def __init__(self, config: UnifiedConfig, hidden_size: int, codebook: torch.Tensor | None = None):
+        super().__init__(config, hidden_size)
+        self.out_dim = self.feature_dim = hidden_size
+        self._make_head()
+
+    def check(self, targets: torch.Tensor) -> None:
+        d = self.config.input_dim
+        require(targets.is_floating_point() and targets.ndim == 3 and targets.shape[-1] == d,
+                f"llm-embeds generation targets are the image's understanding features, float (B, N, {d}); got "
+                f"{str(targets.dtype).replace('torch.', '')} {tuple(targets.shape)}")
+
+    def prepare(self, targets: torch.Tensor, understand: Understand) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = understand(targets)
+        return emb, emb.detach()
+
+
+@register_target("vq")
+class VQTarget(Target):
+    """VQ code ids ``(B, N_out)`` in ``[0, K)``; loss cross-entropy over the codebook; alpha 0.2. The vector fed back
+    for a code is its entry of the frozen codebook ``(K, C)`` (a buffer, not a parameter)."""
+
+    space = "vq"
+    discrete = True
+    default_alpha = 0.2
+
+    def __init__(self, config: UnifiedConfig, hidden_size: int, codebook: torch.Tensor | None = None):
+        super().__init__(config, hidden_size)
+        if codebook is None:
+            raise UserError("the vq generation target needs the VQ codebook: pass codebook=<(K, C) tensor> "
+                            "(the VQ tokenizer's code embeddings) to the model")
+        require(isinstance(codebook, torch.Tensor) and codebook.ndim == 2 and codebook.is_floating_point(),
+                f"the VQ codebook must be a float (K, C) tensor, got {getattr(codebook, 'shape', type(codebook))}")
+        self.register_buffer("codebook", codebook.detach().clone().float())
+        self.out_dim, self.feature_dim = codebook.shape
+        self._make_head()
+
+    def check(self, targets: torch.Tensor) -> None:
+        k = self.out_dim
+        require(targets.dtype == torch.long and targets.ndim == 2,
+                f"vq generation targets must be int64 code ids (B, N), got {str(targets.dtype).replace('torch.', '')}"
+                f" {tuple(targets.shape)}")
+        require(targets.numel() == 0 or (int(targets.min()) >= 0 and int(targets.max()) < k),
+                f"vq code ids must lie in [0, {k}) for this codebook, got [{int(targets.min())}, {int(targets.max())}]:"
+                f" use the codebook of the tokenizer that made the cache")
+
+    def per_token_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(pred.float().flatten(0, -2), target.flatten(), reduction="none").view(target.shape)
+
+    def select(self, head_out: torch.Tensor, sampling: SamplingConfig,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        return select_token(head_out, sampling, generator)
+
+    def vectors(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.embedding(tokens, self.codebook)
+
+
+def select_token(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """``(B, V)`` logits -> ``(B,)`` ids: argmax when greedy, else a draw after temperature and top-k."""
+    if sampling.greedy:
+        return logits.argmax(-1)
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(sampling.temperature)])
+    if sampling.top_k:
+        warpers.append(TopKLogitsWarper(sampling.top_k))
+    probs = torch.softmax(warpers(None, logits.float()), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def build_target(config: UnifiedConfig, hidden_size: int, codebook: torch.Tensor | None = None) -> Target | None:
+    """The target named by ``config.target`` (``None`` for an understanding-only model)."""
+    if config.target is None:
+        return None
+    require(config.target in TARGETS,
+            f"unknown generation target {config.target!r}: use one of {', '.join(TARGETS)} (or none)")
+    return TARGETS[config.target](config, hidden_size, codebook)

@@ -1,0 +1,435 @@
+"""Typed configuration of a training run, its JSON form, and the paper's named variants.
+
+A :class:`RunConfig` says everything a run needs: the data (train and test SmartWatch splits), the vision sources
+(understanding encoder kind, generation target kind), the model (:class:`~uvlm.model.config.UnifiedConfig`), the
+training mode, the optimiser, LoRA, evaluation, logging, checkpoints and runtime settings. It round-trips through
+JSON (``to_dict`` / ``from_dict``; unknown keys are errors), and :func:`variant_config` builds the paper's models by
+name (``SigLIP-SigLIP``, ``VQ_u``, ``VQ*-VQ-D`` ...).
+
+The model's tensor shapes (``input_dim``, ``target_dim``, ``num_output_tokens``) are not chosen by the user: they come
+from the vision sources when the run starts (:func:`resolve_model_config`), and the run folder's ``config.json``
+records the resolved values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from uvlm.data.config import SplitConfig
+from uvlm.errors import UserError, require
+from uvlm.model.config import LLMConfig, UnifiedConfig
+
+#: Training modes: ``mixed`` (understanding + generation samples), ``understanding`` (VQA + caption only, the
+#: ``_u`` models), ``generation`` (generation only, the ``_g`` models).
+MODES: tuple[str, ...] = ("mixed", "understanding", "generation")
+
+#: Vision source kinds for the understanding input.
+UNDERSTANDING_KINDS: tuple[str, ...] = ("siglip", "vq")
+
+#: Generation target kinds (``llm-embeds``: the understanding source's features through the understanding adapter).
+GENERATION_KINDS: tuple[str, ...] = ("siglip", "vq", "llm-embeds")
+
+#: Learning-rate schedules (``transformers.get_scheduler`` names).
+SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant_with_warmup")
+
+#: LLM linear layers LoRA adapts by default (every linear layer of a Llama block, as in the paper).
+LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _check_keys(cls: type, d: dict[str, Any], where: str) -> None:
+    require(isinstance(d, dict), f"{where} must be a JSON object, got {type(d).__name__}")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    require(not unknown, f"unknown {where} key(s) {', '.join(unknown)}: use only {', '.join(sorted(names))}")
+
+
+def _positive_int(name: str, v: Any, allow_zero: bool = False) -> None:
+    ok = isinstance(v, int) and not isinstance(v, bool) and (v >= 0 if allow_zero else v > 0)
+    require(ok, f"{name} must be a {'non-negative' if allow_zero else 'positive'} integer, got {v!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The SmartWatch splits. Each vision source renders the images at its own resolution (an image depends only on
+    the split's seed, name and index, so every resolution shows the same watch); ``resolution`` in these splits is
+    replaced by the source's at run time and the resolved ``config.json`` records it."""
+
+    train: SplitConfig = field(default_factory=lambda: SplitConfig.train())
+    """The training split (60K VQA + 60K caption + 60K generation by default; may carry a ``bias``)."""
+    test: SplitConfig = field(default_factory=lambda: SplitConfig.test())
+    """The test split (1,000 single-question VQA + 500 generation samples, on their own images)."""
+    feature_chunk: int = 2048
+    """Images per file of the on-disk feature cache (part of the cache key; small values suit tiny test runs)."""
+
+    def __post_init__(self) -> None:
+        _positive_int("data.feature_chunk", self.feature_chunk)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"train": self.train.to_dict(), "test": self.test.to_dict(), "feature_chunk": self.feature_chunk}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DataConfig":
+        _check_keys(cls, d, "data")
+        d = dict(d)
+        for k in ("train", "test"):
+            if k in d:
+                _check_keys(SplitConfig, d[k], f"data.{k}")
+                d[k] = SplitConfig.from_dict(d[k])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """Which frozen vision models feed the LLM and define the generation target."""
+
+    understanding: str = "siglip"
+    """Understanding encoder kind, one of :data:`UNDERSTANDING_KINDS`."""
+    generation: str | None = "siglip"
+    """Generation target kind, one of :data:`GENERATION_KINDS`, or ``None`` for an understanding-only model."""
+    source: str = "tiny"
+    """``tiny`` (the small towers trained here and cached) or a local folder of full-scale checkpoints; passed to
+    :func:`uvlm.vision.presets.vision_source`."""
+
+    def __post_init__(self) -> None:
+        require(self.understanding in UNDERSTANDING_KINDS,
+                f"unknown understanding encoder {self.understanding!r}: use one of {', '.join(UNDERSTANDING_KINDS)}")
+        require(self.generation is None or self.generation in GENERATION_KINDS,
+                f"unknown generation target {self.generation!r}: use one of {', '.join(GENERATION_KINDS)} or null")
+        require(isinstance(self.source, str) and self.source != "", "vision.source must be 'tiny' or a local folder")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The optimiser (AdamW), its schedule and the batch."""
+
+    batch_size: int = 32
+    """Global batch: samples per optimiser step, summed over processes and accumulation steps (paper: 393)."""
+    grad_accumulation: int = 1
+    """Micro-batches per optimiser step on each process; ``batch_size`` must divide by processes x this."""
+    steps: int | None = None
+    """Optimiser steps; ``None``: ``epochs`` passes over the training samples (the last partial batch is dropped)."""
+    epochs: float = 1.0
+    """Passes over the training samples when ``steps`` is ``None`` (paper: one epoch)."""
+    lr_llm: float = 1e-3
+    """Peak learning rate of the LLM parameters (LoRA weights when LoRA is on). Paper, with LoRA: 2e-4. The CPU default
+    trains a tiny Llama from scratch, which takes a higher rate."""
+    lr_vision: float = 1e-3
+    """Peak learning rate of the adapters and the generation head (paper: 1e-4)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay of parameters with 2+ dimensions (biases and norms never decay). LLaVA: 0."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    warmup_ratio: float = 0.03
+    """Linear warmup over this fraction of the steps (at least one step when above 0). LLaVA-1.5: 0.03."""
+    schedule: str = "cosine"
+    """Learning-rate schedule after warmup, one of :data:`SCHEDULES`."""
+    max_grad_norm: float | None = 1.0
+    """Clip the global gradient norm to this (``None``: no clipping)."""
+
+    def __post_init__(self) -> None:
+        _positive_int("optim.batch_size", self.batch_size)
+        _positive_int("optim.grad_accumulation", self.grad_accumulation)
+        if self.steps is not None:
+            _positive_int("optim.steps", self.steps)
+        require(self.epochs > 0, f"optim.epochs must be > 0, got {self.epochs!r}")
+        for n in ("lr_llm", "lr_vision"):
+            require(getattr(self, n) >= 0, f"optim.{n} must be >= 0, got {getattr(self, n)!r}")
+        require(self.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {self.weight_decay!r}")
+        require(0 <= self.warmup_ratio < 1, f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        require(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
+        require(self.max_grad_norm is None or self.max_grad_norm > 0,
+                f"optim.max_grad_norm must be > 0 or null, got {self.max_grad_norm!r}")
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """Low-rank adaptation of the LLM with ``peft`` (the paper's setting). Off by default: the CPU default trains a
+    tiny LLM fully. When on, only the LoRA weights, the adapters, the generation head and the embedding rows of the
+    new vision tokens (``<image>``, ``<boi>``, ``<eoi>``) train."""
+
+    enabled: bool = False
+    """Wrap the LLM with LoRA."""
+    r: int = 128
+    """LoRA rank (paper: 128)."""
+    alpha: int = 256
+    """LoRA alpha (paper: 256)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input (LLaVA-1.5: 0.05)."""
+    target_modules: tuple[str, ...] = LORA_TARGETS
+    """Names of the LLM's linear layers to adapt."""
+    train_new_tokens: bool = True
+    """Also train the embedding rows of the added vision tokens (``peft``'s ``trainable_token_indices``)."""
+
+    def __post_init__(self) -> None:
+        _positive_int("lora.r", self.r)
+        require(self.alpha > 0, f"lora.alpha must be > 0, got {self.alpha!r}")
+        require(0 <= self.dropout < 1, f"lora.dropout must be in [0, 1), got {self.dropout!r}")
+        require(len(self.target_modules) > 0 and all(isinstance(m, str) and m for m in self.target_modules),
+                "lora.target_modules must be a non-empty list of module names such as q_proj")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Periodic VQA evaluation on the test split (the paper's curves are over training)."""
+
+    every: int = 0
+    """Evaluate every this many ``unit``s (0: only at the end)."""
+    unit: str = "steps"
+    """``steps`` (optimiser steps) or ``samples`` (training samples seen)."""
+    questions: int = 200
+    """How many test VQA questions (the first ones of the test split; paper: 1,000)."""
+    at_end: bool = True
+    """Evaluate after the last step."""
+    batch_size: int = 64
+    """Questions answered per forward pass."""
+    max_new_tokens: int = 16
+    """Answer length limit in tokens (SmartWatch answers are a few tokens)."""
+
+    def __post_init__(self) -> None:
+        _positive_int("eval.every", self.every, allow_zero=True)
+        require(self.unit in ("steps", "samples"), f"eval.unit must be steps or samples, got {self.unit!r}")
+        _positive_int("eval.questions", self.questions, allow_zero=True)
+        _positive_int("eval.batch_size", self.batch_size)
+        _positive_int("eval.max_new_tokens", self.max_new_tokens)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Console, ``metrics.jsonl`` and TensorBoard logging."""
+
+    interval: int = 10
+    """Log every this many optimiser steps (and after the last one)."""
+    tensorboard: bool = True
+    """Also write TensorBoard events to ``OUT/tensorboard`` (when ``tensorboard`` is installed)."""
+
+    def __post_init__(self) -> None:
+        _positive_int("log.interval", self.interval)
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """When to write checkpoints (``OUT/checkpoints/step-NNNNNN``)."""
+
+    every: int = 0
+    """Save every this many optimiser steps (0: only at the end)."""
+    at_end: bool = True
+    """Save after the last step."""
+    keep: int | None = None
+    """Keep only the newest this many checkpoints (``None``: keep all, e.g. to draw curves later)."""
+
+    def __post_init__(self) -> None:
+        _positive_int("checkpoint.every", self.every, allow_zero=True)
+        if self.keep is not None:
+            _positive_int("checkpoint.keep", self.keep)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Hardware settings; they do not change the numbers (beyond float rounding)."""
+
+    threads: int = 1
+    """``torch.set_num_threads`` on CPU. One thread per process is fastest here: run experiments in parallel
+    processes instead."""
+    device: str = "auto"
+    """``auto`` (GPU if available), ``cpu`` or ``cuda``."""
+    mixed_precision: str = "auto"
+    """``auto`` (bf16 on a GPU that supports it, off on CPU where it is slower), ``no``, ``bf16`` or ``fp16``."""
+
+    def __post_init__(self) -> None:
+        _positive_int("runtime.threads", self.threads)
+        require(self.device in ("auto", "cpu", "cuda"), f"runtime.device must be auto, cpu or cuda, got {self.device!r}")
+        require(self.mixed_precision in ("auto", "no", "bf16", "fp16"),
+                f"runtime.mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run. ``uvlm train --config FILE.json`` reads this as JSON (see :meth:`to_dict`)."""
+
+    variant: str = "SigLIP-SigLIP"
+    """The paper's name of the model (informational; :func:`variant_config` sets the fields it implies)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Train and test splits."""
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    """Vision sources."""
+    model: UnifiedConfig = field(default_factory=lambda: UnifiedConfig(target_dim=768))
+    """The unified VLM. ``encoder``/``target`` must match ``vision``; the tensor sizes are filled in from the vision
+    sources at run time."""
+    mode: str = "mixed"
+    """One of :data:`MODES`: which samples train (``mixed`` both, ``understanding`` VQA + caption, ``generation``
+    generation only)."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimiser and batch."""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    """LoRA (off by default)."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Periodic evaluation."""
+    log: LogConfig = field(default_factory=LogConfig)
+    """Logging."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoints."""
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    """Hardware settings."""
+    seed: int = 0
+    """Seed of the data order and of every random draw during training (dropout)."""
+    out_dir: str | None = None
+    """The run folder (``None``: ``runs/<variant>-seed<seed>``)."""
+
+    def __post_init__(self) -> None:
+        require(self.mode in MODES, f"unknown mode {self.mode!r}: use one of {', '.join(MODES)}")
+        _positive_int("seed", self.seed, allow_zero=True)
+        require(self.model.encoder == self.vision.understanding,
+                f"model.encoder {self.model.encoder!r} differs from vision.understanding "
+                f"{self.vision.understanding!r}: set both to the same kind (or use --variant)")
+        require(self.model.target == self.vision.generation,
+                f"model.target {self.model.target!r} differs from vision.generation {self.vision.generation!r}: "
+                f"set both to the same kind (or use --variant)")
+        require(self.mode == "understanding" or self.model.target is not None,
+                f"mode {self.mode!r} trains generation but the model has no generation target: use mode "
+                f"'understanding' or set vision.generation")
+        if self.mode == "understanding":
+            require(self.data.train.n_vqa + self.data.train.n_caption > 0,
+                    "mode 'understanding' needs VQA or caption samples: set data.train.n_vqa / n_caption")
+        if self.mode == "generation":
+            require(self.data.train.n_generation > 0,
+                    "mode 'generation' needs generation samples: set data.train.n_generation")
+
+    # ----- JSON ------------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["data"] = self.data.to_dict()
+        d["model"] = self.model.to_dict()
+        for k in ("vision", "optim", "lora", "eval", "log", "checkpoint", "runtime"):
+            d[k] = asdict(d[k])
+        return _jsonable(d)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        """Build from a (possibly partial) dict: missing keys keep their defaults, unknown keys are errors."""
+        _check_keys(cls, d, "run config")
+        d = dict(d)
+        sub = {"vision": VisionConfig, "optim": OptimConfig, "lora": LoRAConfig, "eval": EvalConfig,
+               "log": LogConfig, "checkpoint": CheckpointConfig, "runtime": RuntimeConfig}
+        for k, c in sub.items():
+            if k in d:
+                _check_keys(c, d[k], k)
+                v = dict(d[k])
+                for f in fields(c):  # JSON lists back to tuples
+                    if f.name in v and isinstance(v[f.name], list):
+                        v[f.name] = tuple(v[f.name])
+                d[k] = c(**v)
+        if "data" in d:
+            d["data"] = DataConfig.from_dict(d["data"])
+        if "model" in d:
+            m = d["model"]
+            _check_keys(UnifiedConfig, m, "model")
+            d["model"] = UnifiedConfig.from_dict(m)
+        try:
+            return cls(**d)
+        except TypeError as e:  # a wrong type that the checks above did not catch
+            raise UserError(f"bad run config: {e}") from None
+
+    def with_(self, **kw: Any) -> "RunConfig":
+        return replace(self, **kw)
+
+    @property
+    def default_out_dir(self) -> str:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "", self.variant.replace("*", "star")) or "run"
+        return self.out_dir or f"runs/{safe}-seed{self.seed}"
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if dataclasses.is_dataclass(x):
+        return _jsonable(asdict(x))
+    return x
+
+
+# ----- named variants ------------------------------------------------------------------------------------------------
+_KIND = {"siglip": "siglip", "vq": "vq", "llmembeds": "llm-embeds"}
+_PRETTY = {"siglip": "SigLIP", "vq": "VQ", "llm-embeds": "LLMEmbeds"}
+
+
+def variant_names() -> list[str]:
+    """Every name :func:`variant_config` accepts, in a readable order."""
+    names = []
+    for enc in ("SigLIP", "VQ"):
+        for star in ("", "*"):
+            for tgt in ("SigLIP", "VQ"):
+                names += [f"{enc}{star}-{tgt}", f"{enc}{star}-{tgt}-D"]
+            names.append(f"{enc}{star}-LLMEmbeds")
+            names.append(f"{enc}{star}_u")
+    names += ["SigLIP_g", "VQ_g"]
+    return names
+
+
+def parse_variant(name: str) -> dict[str, Any]:
+    """``name`` -> ``{encoder, target, mode, detach, affine}``; an unknown name is a :class:`UserError` listing all."""
+    canon = {n.lower(): n for n in variant_names()}
+    key = str(name).strip().lower()
+    if key not in canon:
+        raise UserError(f"unknown variant {name!r}: use one of {', '.join(variant_names())}")
+    n = canon[key].lower()
+    if n.endswith("_g"):
+        kind = _KIND[n[:-2]]
+        return dict(name=canon[key], encoder=kind, target=kind, mode="generation", detach=False, affine=False)
+    if n.endswith("_u"):
+        enc = n[:-2]
+        return dict(name=canon[key], encoder=_KIND[enc.rstrip("*")], target=None, mode="understanding",
+                    detach=False, affine=enc.endswith("*"))
+    detach = n.endswith("-d")
+    if detach:
+        n = n[:-2]
+    enc, tgt = n.split("-", 1)
+    return dict(name=canon[key], encoder=_KIND[enc.rstrip("*")], target=_KIND[tgt], mode="mixed", detach=detach,
+                affine=enc.endswith("*"))
+
+
+def variant_config(name: str, base: RunConfig | None = None) -> RunConfig:
+    """The paper's model ``name`` (see :func:`variant_names`) on top of ``base`` (default :class:`RunConfig`).
+
+    Sets ``variant``, ``mode``, ``vision.understanding`` / ``vision.generation`` and ``model.encoder`` / ``target`` /
+    ``detach`` / ``affine``; keeps everything else of ``base`` (sizes, optimiser, data ...). ``_g`` models use the
+    target's own space as their (unused) understanding encoder, so the generation feedback shares the adapter as in
+    the matching unified model.
+    """
+    base = base or RunConfig()
+    v = parse_variant(name)
+    model = replace(base.model, encoder=v["encoder"], target=v["target"], detach=v["detach"], affine=v["affine"])
+    vision = replace(base.vision, understanding=v["encoder"], generation=v["target"])
+    return replace(base, variant=v["name"], mode=v["mode"], vision=vision, model=model)
+
+
+def paper_optim() -> tuple[OptimConfig, LoRAConfig]:
+    """The paper's optimisation (appendix C): LoRA r128/alpha256, LLM lr 2e-4, adapters and head 1e-4, one epoch,
+    global batch 393."""
+    return (OptimConfig(batch_size=393, lr_llm=2e-4, lr_vision=1e-4, epochs=1.0),
+            LoRAConfig(enabled=True, r=128, alpha=256))
+
+
+def resolve_model_config(config: RunConfig, und_source, gen_source) -> UnifiedConfig:
+    """Fill the model's tensor sizes from the vision sources: ``input_dim`` from the understanding source,
+    ``target_dim`` and ``num_output_tokens`` from the generation source (the understanding source for
+    ``llm-embeds``)."""
+    m = config.model
+    require(und_source.kind == m.encoder,
+            f"the understanding source is {und_source.kind!r} but model.encoder is {m.encoder!r}")
+    kw: dict[str, Any] = dict(input_dim=int(und_source.input_dim))
+    if m.target is not None:
+        src = und_source if m.target == "llm-embeds" else gen_source
+        require(src is not None, "the model has a generation target but no generation source was given")
+        kw["num_output_tokens"] = int(src.num_tokens)
+        if m.target == "siglip":
+            kw["target_dim"] = int(src.target_dim)
+    return replace(m, **kw)
+
+
+__all__ = ["RunConfig", "DataConfig", "VisionConfig", "OptimConfig", "LoRAConfig", "EvalConfig", "LogConfig",
+           "CheckpointConfig", "RuntimeConfig", "MODES", "variant_config", "variant_names", "parse_variant",
+           "paper_optim", "resolve_model_config", "LLMConfig"]

@@ -1,0 +1,219 @@
+"""The training data pipeline: which samples, in which order, turned into model examples.
+
+- Understanding samples are the VQA and caption samples of the training split; generation samples are its generation
+  samples. ``mixed`` trains on both, ``understanding`` (the ``_u`` models) on the first, ``generation`` (the ``_g``
+  models) on the second, through the same code, so the token accounting of every mode is the same.
+- Order: the sample list (``vqa 0..``, ``caption 0..``, ``generation 0..``) is permuted deterministically from the
+  run seed, once per epoch (epoch ``e`` uses the seed ``(seed, e)``). Global batches are consecutive slices of the
+  permuted list; the data position is the integer number of samples consumed, so a resumed run continues exactly.
+- Vision tensors come from the frozen-encoder feature cache (:class:`~uvlm.train.features.FeatureCache`), keyed by the
+  source's identity and the split; texts come from ``SmartWatch(split).sample(task, i, with_image=False)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from uvlm.data.config import SplitConfig
+from uvlm.data.smartwatch import SmartWatch
+from uvlm.errors import UserError, require
+from uvlm.train.config import RunConfig
+from uvlm.train.features import FeatureCache
+
+#: A training item: ``(task, index within the task)``.
+Item = tuple[str, int]
+
+UNDERSTANDING_TASKS = ("vqa", "caption")
+
+
+def get_vision_source(kind: str, source: str = "tiny"):
+    """The frozen vision source of ``kind`` (``siglip`` or ``vq``) named ``source`` (``tiny`` or a local folder).
+
+    Looked up lazily in :mod:`uvlm.vision.presets` (tests replace this function with a fake source).
+    """
+    try:
+        presets = importlib.import_module("uvlm.vision.presets")
+    except ImportError as e:
+        raise UserError(f"vision sources are unavailable ({e}): install uvlm completely") from None
+    return presets.vision_source(kind, source)
+
+
+@dataclass
+class Sources:
+    """The run's vision sources: ``understanding`` (always) and ``generation`` (``None`` for ``_u`` models; the
+    understanding source itself for ``llm-embeds`` targets)."""
+
+    understanding: Any
+    generation: Any | None
+
+    def identities(self) -> dict[str, Any]:
+        return {"understanding": self.understanding.identity(),
+                "generation": None if self.generation is None else self.generation.identity()}
+
+
+def load_sources(config: RunConfig) -> Sources:
+    """Build the vision sources a run config names (one object per distinct kind)."""
+    v = config.vision
+    und = get_vision_source(v.understanding, v.source)
+    require(und.kind == v.understanding, f"vision source for {v.understanding!r} reports kind {und.kind!r}")
+    gen = None
+    if v.generation == "llm-embeds":
+        gen = und
+    elif v.generation is not None:
+        gen = und if v.generation == v.understanding else get_vision_source(v.generation, v.source)
+        require(gen.kind == v.generation, f"vision source for {v.generation!r} reports kind {gen.kind!r}")
+    return Sources(und, gen)
+
+
+def feature_cache(source, split: SplitConfig, chunk: int) -> FeatureCache:
+    """The cache of ``source``'s outputs for ``split``'s images, rendered at the source's resolution."""
+    return FeatureCache(source.encode_cached, source.identity(), split.with_(resolution=int(source.resolution)),
+                        dtype=source.cache_dtype, chunk=chunk)
+
+
+def training_items(split: SplitConfig, mode: str) -> list[Item]:
+    """The unpermuted sample list of a mode: VQA then caption (understanding), then generation."""
+    tasks = {"mixed": ("vqa", "caption", "generation"), "understanding": UNDERSTANDING_TASKS,
+             "generation": ("generation",)}[mode]
+    return [(t, i) for t in tasks for i in range(split.count(t))]
+
+
+class SampleOrder:
+    """The deterministic order of the training items: a fresh permutation per epoch, addressed by position.
+
+    Position ``p`` (samples consumed so far) is item ``perm_e[p mod N]`` of epoch ``e = p // N``.
+    """
+
+    def __init__(self, items: Sequence[Item], seed: int):
+        require(len(items) > 0, "the training split has no samples for this mode: raise the sample counts")
+        self.items = list(items)
+        self.seed = int(seed)
+        self._perms: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        perm = self._perms.get(epoch)
+        if perm is None:
+            perm = np.random.default_rng([self.seed, epoch, 0x0DA7A]).permutation(len(self.items))
+            self._perms = {epoch: perm}  # keep one epoch in memory
+        return perm
+
+    def take(self, position: int, count: int) -> list[Item]:
+        """Items ``position .. position + count - 1``."""
+        n = len(self.items)
+        return [self.items[int(self.permutation(p // n)[p % n])] for p in range(position, position + count)]
+
+
+def total_steps(config: RunConfig, n_items: int) -> int:
+    """Optimiser steps of a run: ``optim.steps``, or ``epochs`` passes over ``n_items`` samples (last partial batch
+    dropped)."""
+    o = config.optim
+    if o.steps is not None:
+        return o.steps
+    steps = int(o.epochs * n_items) // o.batch_size
+    require(steps > 0, f"{o.epochs} epoch(s) of {n_items} samples make no full batch of {o.batch_size}: lower "
+                       f"optim.batch_size or set optim.steps")
+    return steps
+
+
+@dataclass
+class Counts:
+    """What a set of examples contains (the log's token accounting)."""
+
+    understanding_samples: int = 0
+    generation_samples: int = 0
+    text_tokens: int = 0
+    """Real (non-padding) positions that are not image positions."""
+    image_tokens: int = 0
+    """Understanding input positions plus generated image positions."""
+    answer_tokens: int = 0
+    """Text positions with a label (what the text loss averages over)."""
+
+    def add(self, other: "Counts") -> None:
+        for k in self.__dataclass_fields__:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    def as_list(self) -> list[int]:
+        return [getattr(self, k) for k in self.__dataclass_fields__]
+
+    @classmethod
+    def from_list(cls, values: Sequence[int]) -> "Counts":
+        return cls(*[int(v) for v in values])
+
+    def to_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @property
+    def tokens(self) -> int:
+        return self.text_tokens + self.image_tokens
+
+
+class TrainData:
+    """Turns training items into the model's examples, reading vision tensors from the feature cache.
+
+    Args:
+        config: the run.
+        sources: its vision sources.
+        sequences: the model's :class:`~uvlm.model.sequence.SequenceBuilder`.
+    """
+
+    def __init__(self, config: RunConfig, sources: Sources, sequences):
+        self.config = config
+        self.split = config.data.train
+        self.mode = config.mode
+        self.sources = sources
+        self.sequences = sequences
+        self.smartwatch = SmartWatch(self.split)
+        chunk = config.data.feature_chunk
+        self.und_cache = (feature_cache(sources.understanding, self.split, chunk)
+                          if self.mode != "generation" or config.model.target == "llm-embeds" else None)
+        self.gen_cache = None
+        if self.mode != "understanding" and sources.generation is not None:
+            self.gen_cache = (self.und_cache if sources.generation is sources.understanding and self.und_cache
+                              else feature_cache(sources.generation, self.split, chunk))
+        self.order = SampleOrder(training_items(self.split, self.mode), config.seed)
+
+    def prepare(self, progress=None) -> None:
+        """Compute any missing cached features of the training images up front."""
+        for cache in {id(c): c for c in (self.und_cache, self.gen_cache) if c is not None}.values():
+            cache.ensure(self.split.n_images, progress)
+
+    def examples(self, items: Sequence[Item]) -> tuple[list, Counts]:
+        """Items -> model examples (in order) and their :class:`Counts`."""
+        samples = [self.smartwatch.sample(t, i, with_image=False) for t, i in items]
+        und = [k for k, s in enumerate(samples) if s.task != "generation"]
+        gen = [k for k, s in enumerate(samples) if s.task == "generation"]
+        feats: dict[int, torch.Tensor] = {}
+        targs: dict[int, torch.Tensor] = {}
+        if und:
+            x = self.sources.understanding.to_inputs(self.und_cache.get([samples[k].image_index for k in und]))
+            feats = dict(zip(und, x))
+        if gen:
+            require(self.gen_cache is not None, "generation samples need a generation source")
+            cached = self.gen_cache.get([samples[k].image_index for k in gen])
+            if self.config.model.target == "llm-embeds":
+                y = self.sources.understanding.to_inputs(cached)
+            else:
+                y = self.sources.generation.to_targets(cached)
+            targs = dict(zip(gen, y))
+        examples, counts = [], Counts()
+        for k, s in enumerate(samples):
+            e = self.sequences.example(s, features=feats.get(k), targets=targs.get(k))
+            examples.append(e)
+            n_img = int(e.understanding_mask.sum() + e.generation_mask.sum())
+            counts.add(Counts(understanding_samples=int(s.task != "generation"),
+                              generation_samples=int(s.task == "generation"),
+                              text_tokens=len(e.input_ids) - n_img, image_tokens=n_img,
+                              answer_tokens=int((e.labels[1:] != -100).sum())))
+        return examples, counts
+
+
+__all__ = ["get_vision_source", "load_sources", "Sources", "feature_cache", "training_items", "SampleOrder",
+           "total_steps", "Counts", "TrainData"]

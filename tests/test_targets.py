@@ -1,0 +1,137 @@
+"""Generation targets: registry, losses, feedback vectors, token selection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from uvlm.errors import UserError
+from uvlm.model.config import SamplingConfig, UnifiedConfig
+from uvlm.model.targets import (TARGETS, ContinuousTarget, Target, build_target, masked_mean, register_target,
+                                select_token)
+
+H = 16
+
+
+def _siglip(dim=6):
+    return build_target(UnifiedConfig(input_dim=dim, target="siglip", target_dim=dim), H)
+
+
+def _vq(k=10, c=4, seed=0):
+    cb = torch.randn(k, c, generator=torch.Generator().manual_seed(seed))
+    return build_target(UnifiedConfig(encoder="vq", input_dim=c, target="vq"), H, codebook=cb), cb
+
+
+def test_registry_and_defaults():
+    assert {"siglip", "vq", "llm-embeds"} <= set(TARGETS)
+    s, (v, _) = _siglip(), _vq()
+    e = build_target(UnifiedConfig(input_dim=6, target="llm-embeds"), H)
+    assert (s.default_alpha, v.default_alpha, e.default_alpha) == (1.0, 0.2, 1.0)
+    assert (s.out_dim, v.out_dim, e.out_dim) == (6, 10, H)
+    assert (s.feature_dim, v.feature_dim, e.feature_dim) == (6, 4, H)
+    assert (s.space, v.space, e.space) == ("siglip", "vq", "llm")
+    assert build_target(UnifiedConfig(target=None), H) is None
+
+
+def test_unknown_target_and_missing_codebook_are_one_line_user_errors():
+    with pytest.raises(UserError, match="unknown generation target") as e:
+        UnifiedConfig(target="pixels")
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="codebook") as e:
+        build_target(UnifiedConfig(encoder="vq", input_dim=8, target="vq"), H)
+    assert "\n" not in str(e.value)
+
+
+def test_cosine_loss_is_masked_mean_of_one_minus_cos():
+    t = _siglip()
+    g = torch.Generator().manual_seed(1)
+    pred, target = torch.randn(2, 5, 6, generator=g), torch.randn(2, 5, 6, generator=g)
+    mask = torch.tensor([[1, 1, 0, 1, 0], [0, 1, 1, 1, 1]], dtype=torch.bool)
+    expected = torch.stack([1 - F.cosine_similarity(pred[i, j], target[i, j], dim=0)
+                            for i in range(2) for j in range(5) if mask[i, j]]).mean()
+    assert torch.allclose(t.loss(pred, target, mask), expected, atol=1e-6)
+    # masked-out tokens do not matter; a scaled copy of the target costs nothing
+    pred2 = pred.clone()
+    pred2[~mask] = 100.0
+    assert torch.allclose(t.loss(pred2, target, mask), expected, atol=1e-6)
+    assert float(t.loss(3.0 * target, target)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_empty_mask_gives_zero_loss_in_the_graph():
+    pred = torch.randn(1, 3, 6, requires_grad=True)
+    loss = _siglip().loss(pred, torch.randn(1, 3, 6), torch.zeros(1, 3, dtype=torch.bool))
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    assert pred.grad is not None and float(pred.grad.abs().sum()) == 0.0
+    assert float(masked_mean(torch.ones(0), None)) == 0.0
+
+
+def test_vq_loss_feedback_and_codebook_buffer():
+    t, cb = _vq()
+    logits, ids = torch.randn(2, 3, 10), torch.randint(0, 10, (2, 3))
+    assert torch.allclose(t.loss(logits, ids), F.cross_entropy(logits.reshape(-1, 10), ids.reshape(-1)), atol=1e-6)
+    assert torch.equal(t.vectors(ids), cb[ids])
+    vec, loss_targets = t.prepare(ids, understand=None)
+    assert torch.equal(vec, cb[ids]) and torch.equal(loss_targets, ids)
+    assert "codebook" in dict(t.named_buffers()) and all(p is not t.codebook for p in t.parameters())
+    assert {n for n, _ in t.named_parameters()} == {"head.weight", "head.bias"}
+    with pytest.raises(UserError, match=r"\[0, 10\)"):
+        t.check(torch.tensor([[0, 10]]))
+    with pytest.raises(UserError, match="int64"):
+        t.check(torch.zeros(1, 2, 4))
+    with pytest.raises(UserError, match="float"):
+        _siglip().check(torch.zeros(1, 2, dtype=torch.long))
+
+
+def test_token_selection_greedy_topk_temperature():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 10, generator=g)
+    assert torch.equal(select_token(logits, SamplingConfig(), None), logits.argmax(-1))
+    # top-k = 1 sampling is greedy whatever the temperature
+    top1 = SamplingConfig(temperature=5.0, top_k=1)
+    assert torch.equal(select_token(logits, top1, torch.Generator().manual_seed(3)), logits.argmax(-1))
+    # top-k = 3: every draw is among the 3 best; same seed, same draws; another seed, other draws
+    s = SamplingConfig(temperature=2.0, top_k=3)
+    a = select_token(logits, s, torch.Generator().manual_seed(1))
+    b = select_token(logits, s, torch.Generator().manual_seed(1))
+    c = select_token(logits, s, torch.Generator().manual_seed(2))
+    top3 = logits.topk(3, dim=-1).indices
+    assert (top3 == a[:, None]).any(-1).all() and torch.equal(a, b) and not torch.equal(a, c)
+    # continuous targets regress: the head output is the token
+    out = torch.randn(2, 6)
+    assert torch.equal(_siglip().select(out, s, None), out)
+
+
+def test_llm_embeds_target_stops_gradient():
+    t = build_target(UnifiedConfig(input_dim=6, target="llm-embeds"), H)
+    proj = torch.nn.Linear(6, H)
+    feats = torch.randn(2, 3, 6)
+    vec, loss_targets = t.prepare(feats, proj)
+    assert torch.allclose(vec, proj(feats)) and vec.requires_grad and not loss_targets.requires_grad
+    with pytest.raises(UserError, match="understanding features"):
+        t.check(torch.randn(2, 3, 5))
+
+
+def test_a_new_target_is_one_registered_class(monkeypatch):
+    monkeypatch.setattr("uvlm.model.targets.TARGETS", dict(TARGETS))
+
+    @register_target("mse-siglip")
+    class MSETarget(ContinuousTarget):
+        space = "siglip"
+
+        def __init__(self, config, hidden_size, codebook=None):
+            super().__init__(config, hidden_size)
+            self.out_dim = self.feature_dim = config.target_dim
+            self._make_head()
+
+        def per_token_loss(self, pred, target):
+            return ((pred - target) ** 2).mean(-1)
+
+    from uvlm.model import targets as mod
+
+    assert "mse-siglip" in mod.TARGETS and "mse-siglip" not in TARGETS
+    t = build_target(UnifiedConfig(input_dim=6, target="mse-siglip", target_dim=6), H)
+    assert isinstance(t, Target) and t.name == "mse-siglip"
+    x = torch.randn(2, 3, 6)
+    assert float(t.loss(x, x)) == 0.0 and float(t.loss(x, x + 1)) == pytest.approx(1.0)
