@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import safetensors
 import torch
 from torch import nn
 
 from uvlm.errors import UserError, require
-
 from uvlm.vision.artifacts import CONFIG, WEIGHTS, check_state_dict, load_artifact
 from uvlm.vision.base import ImageBatch, to_float_batch
 
