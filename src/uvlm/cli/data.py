@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from uvlm.cli._common import add_group, count_arg, default_workers
+from uvlm.cli._common import add_group, count_arg, default_workers, positive_int
 from uvlm.data.config import TASKS, Bias, SplitConfig
 from uvlm.errors import UserError, require
 
@@ -30,16 +30,6 @@ def bias_arg(text: str) -> Bias:
         return Bias.parse(text)
     except UserError as e:  # argparse turns ArgumentTypeError into a one-line usage error
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
 
 
 def _add_split_flags(p: argparse.ArgumentParser) -> None:
@@ -163,9 +153,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "The bytes depend only on the flags, not on --workers.")
     p.add_argument("out", metavar="OUT", help="output folder (must be absent or empty unless --overwrite)")
     _add_split_flags(p)
-    p.add_argument("--workers", type=_positive_int, default=default_workers(), metavar="N",
+    p.add_argument("--workers", type=positive_int, default=default_workers(), metavar="N",
                    help="worker processes (default: all usable cores)")
-    p.add_argument("--shard-size", type=_positive_int, default=5000, metavar="N", help="rows per shard (default 5000)")
+    p.add_argument("--shard-size", type=positive_int, default=5000, metavar="N", help="rows per shard (default 5000)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing split at OUT once the new one is done")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_generate)
@@ -176,9 +166,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", metavar="OUT.png", help="output image")
     p.add_argument("--from", dest="source", default=None, metavar="SPLIT_DIR", help="read samples from this split")
     _add_split_flags(p)
-    p.add_argument("-n", type=_positive_int, default=16, help="number of samples (default 16)")
+    p.add_argument("-n", type=positive_int, default=16, help="number of samples (default 16)")
     p.add_argument("--task", choices=TASKS, default="vqa", help="which task (default vqa)")
-    p.add_argument("--columns", type=_positive_int, default=None, metavar="N", help="sheet columns (default: auto)")
+    p.add_argument("--columns", type=positive_int, default=None, metavar="N", help="sheet columns (default: auto)")
     p.set_defaults(func=_preview)
 
     p = group.add_parser("info", help="print a split's manifest summary",

@@ -19,35 +19,17 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from uvlm.cli._common import count_arg
+from uvlm.cli._common import count_arg, non_negative_int, positive_int
 from uvlm.errors import UserError, require
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _non_negative(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", metavar="STEP", help="checkpoint step or folder name (default: the latest)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); above 0 samples")
-    p.add_argument("--top-k", type=_non_negative, default=0, help="sample among the k most likely tokens (0: all)")
-    p.add_argument("--seed", type=_non_negative, default=0, help="sampling seed")
+    p.add_argument("--top-k", type=non_negative_int, default=0, help="sample among the k most likely tokens (0: all)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,15 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="FILE.json", help="a RunConfig as JSON (missing keys keep their defaults)")
     p.add_argument("--out", metavar="DIR", help="run folder (default: config out_dir, else runs/<variant>-seed<N>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
-    p.add_argument("--steps", type=_positive, help="optimiser steps (default: one epoch)")
-    p.add_argument("--seed", type=_non_negative, help="training seed (data order and weight init)")
+    p.add_argument("--steps", type=positive_int, help="optimiser steps (default: one epoch)")
+    p.add_argument("--seed", type=non_negative_int, help="training seed (data order and weight init)")
     p.add_argument("--source", metavar="NAME", help="vision source: tiny (default) or a local checkpoint folder")
     p.add_argument("--llm", metavar="PRESET", help="LLM preset: debug or tiny (default)")
-    p.add_argument("--batch-size", type=_positive, help="global batch size (default 32)")
+    p.add_argument("--batch-size", type=positive_int, help="global batch size (default 32)")
     p.add_argument("--samples", type=count_arg, metavar="N",
                    help="training samples per task (VQA, caption, generation each; default 60K)")
-    p.add_argument("--eval-every", type=_non_negative, metavar="STEPS", help="evaluate every N steps (0: at the end)")
-    p.add_argument("--questions", type=_non_negative, metavar="N", help="test questions per evaluation")
+    p.add_argument("--eval-every", type=non_negative_int, metavar="STEPS", help="evaluate every N steps (0: at the end)")
+    p.add_argument("--questions", type=non_negative_int, metavar="N", help="test questions per evaluation")
     p.add_argument("--print-config", action="store_true", help="print the resolved RunConfig as JSON and exit")
     p.add_argument("--quiet", action="store_true", help="no console log line and no progress bar")
     p.set_defaults(func=run_train)
@@ -78,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="RUN", help="run folder")
     p.add_argument("image", metavar="IMAGE", help="image file (resized to the vision source's resolution)")
     p.add_argument("question", metavar="QUESTION")
-    p.add_argument("--max-new-tokens", type=_positive, default=48, help="answer length limit")
+    p.add_argument("--max-new-tokens", type=positive_int, default=48, help="answer length limit")
     _sampling_args(p)
     p.set_defaults(func=run_ask)
 
@@ -94,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Answer the test split's VQA questions greedily and print the VQA score table; "
                                    "the answers are written to RUN/predictions/ for 'uvlm score'.")
     p.add_argument("run", metavar="RUN", help="run folder")
-    p.add_argument("--questions", type=_positive, help="how many test questions (default: the run's eval setting)")
+    p.add_argument("--questions", type=positive_int, help="how many test questions (default: the run's eval setting)")
     p.add_argument("--checkpoint", metavar="STEP", help="checkpoint step or folder name (default: the latest)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run_eval)
