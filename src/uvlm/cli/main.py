@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from typing import Sequence
@@ -35,7 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_progress_logs() -> None:
+    """Training code logs progress through ``logging`` (``uvlm.*`` loggers): show it on stderr, one line each."""
+    logger = logging.getLogger("uvlm")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _show_progress_logs()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
