@@ -40,6 +40,9 @@ def test_quickstart_runs_tabulates_plots_and_skips_finished_runs(tmp_path, monke
     again = run_quickstart(q, log=lambda s: None)
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")} == stamps
     assert again["summary"] == result["summary"]
+    # the same folder with another configuration is refused instead of reusing runs that do not match
+    with pytest.raises(UserError, match="another configuration .*samples"):
+        run_quickstart(QuickstartConfig(**{**q.__dict__, "samples": 64}), log=lambda s: None)
 
 
 def test_summary_and_table_on_known_numbers():

@@ -256,6 +256,19 @@ def run_quickstart(q: QuickstartConfig, log=print) -> dict[str, Any]:
     extra = f" + about {p.vision_minutes:.0f} min to train the tiny SigLIP tower once" if p.vision_minutes else ""
     log(f"expected wall time: about {p.minutes:.0f} min on a 2-core CPU{extra}; results -> {out}")
 
+    # the output folder belongs to one configuration: finished runs are only reused for the same one
+    stamp = out / "quickstart.json"
+    mine = json.loads(json.dumps(asdict(q)))
+    mine.pop("workers")  # how many run at once does not change the results
+    if stamp.is_file():
+        theirs = json.loads(stamp.read_text())
+        changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k) and k != "out")
+        require(not changed, f"{out} holds quickstart runs of another configuration (differs in "
+                             f"{', '.join(changed)}): pass a new --out, or remove {out}")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(stamp, mine)
+
     t0 = time.time()
     # the frozen encoder and its features for the training and test images, once, before the runs
     from uvlm.train.data import feature_cache, load_sources
