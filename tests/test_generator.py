@@ -164,7 +164,7 @@ def test_general_bias_any_attribute_any_share():
     (lambda: SplitConfig(n_vqa=-1), "non-negative"),
     (lambda: SplitConfig(resolution=32), "legible minimum"),
     (lambda: parse_count("-5"), "non-negative"),
-    (lambda: SplitConfig.from_dict({"nme": "x"}), "unknown split config keys"),
+    (lambda: SplitConfig.from_dict({"nme": "x"}), "unknown split config key"),
 ])
 def test_bad_config_is_one_line_user_error(bad, match):
     with pytest.raises(UserError, match=match) as e:

@@ -309,7 +309,7 @@ def test_bad_configs_and_batches_are_one_line_user_errors(tok, data):
         (lambda: UnifiedConfig(encoder="dino"), "unknown encoder"),
         (lambda: UnifiedVLM(UnifiedConfig(input_dim=64, target="siglip", target_dim=32,
                                           llm=LLMConfig(preset="debug")), tok), "detach"),
-        (lambda: UnifiedConfig.from_dict({"encoder": "vq", "colour": 1}), "unknown UnifiedConfig field"),
+        (lambda: UnifiedConfig.from_dict({"encoder": "vq", "colour": 1}), "unknown UnifiedConfig key"),
     ]
     for make, pattern in cases:
         with pytest.raises(UserError, match=pattern) as e:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from uvlm.data.attributes import TEXT_ATTRIBUTES
-from uvlm.errors import UserError, require
+from uvlm.errors import UserError, check_keys, require
 
 TASKS: tuple[str, ...] = ("vqa", "caption", "generation")
 
@@ -161,9 +161,7 @@ class SplitConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SplitConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        require(not unknown, f"unknown split config keys {unknown}: expected some of {sorted(known)}")
+        check_keys(cls, d, "split config")
         d = dict(d)
         if d.get("bias") is not None:
             b = d["bias"]

@@ -8,10 +8,10 @@ and generation adapters can be shared.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from uvlm.errors import require
+from uvlm.errors import check_keys, require
 
 #: Understanding input spaces the model knows. ``siglip``: SigLIP patch tokens ``(B, N, D)``; ``vq``: the VQ
 #: tokenizer's quantised latents ``(B, N, 8)`` (the codebook entries of the image's code ids).
@@ -156,9 +156,7 @@ class UnifiedConfig:
         llm = d.pop("llm", None) or {}
         template = d.pop("template", None) or {}
         for obj, known in ((d, cls), (llm, LLMConfig), (template, TemplateConfig)):
-            names = {f.name for f in fields(known)}
-            unknown = sorted(set(obj) - names)
-            require(not unknown, f"unknown {known.__name__} field(s) {', '.join(unknown)}: use only {', '.join(sorted(names))}")
+            check_keys(known, obj, known.__name__)
         if "affine_scale" in d:
             d["affine_scale"] = tuple(d["affine_scale"])
         return cls(**d, llm=LLMConfig(**llm), template=TemplateConfig(**template))

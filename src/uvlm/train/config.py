@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from uvlm.data.config import SplitConfig
-from uvlm.errors import UserError, require
+from uvlm.errors import UserError, check_keys, require
 from uvlm.model.config import LLMConfig, UnifiedConfig
 
 #: Training modes: ``mixed`` (understanding + generation samples), ``understanding`` (VQA + caption only, the
@@ -37,13 +37,6 @@ SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant_with_warmup")
 
 #: LLM linear layers LoRA adapts by default (every linear layer of a Llama block, as in the paper).
 LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def _check_keys(cls: type, d: dict[str, Any], where: str) -> None:
-    require(isinstance(d, dict), f"{where} must be a JSON object, got {type(d).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - names)
-    require(not unknown, f"unknown {where} key(s) {', '.join(unknown)}: use only {', '.join(sorted(names))}")
 
 
 def _positive_int(name: str, v: Any, allow_zero: bool = False) -> None:
@@ -72,11 +65,11 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DataConfig":
-        _check_keys(cls, d, "data")
+        check_keys(cls, d, "data")
         d = dict(d)
         for k in ("train", "test"):
             if k in d:
-                _check_keys(SplitConfig, d[k], f"data.{k}")
+                check_keys(SplitConfig, d[k], f"data.{k}")
                 d[k] = SplitConfig.from_dict(d[k])
         return cls(**d)
 
@@ -309,13 +302,13 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         """Build from a (possibly partial) dict: missing keys keep their defaults, unknown keys are errors."""
-        _check_keys(cls, d, "run config")
+        check_keys(cls, d, "run config")
         d = dict(d)
         sub = {"vision": VisionConfig, "optim": OptimConfig, "lora": LoRAConfig, "eval": EvalConfig,
                "log": LogConfig, "checkpoint": CheckpointConfig, "runtime": RuntimeConfig}
         for k, c in sub.items():
             if k in d:
-                _check_keys(c, d[k], k)
+                check_keys(c, d[k], k)
                 v = dict(d[k])
                 for f in fields(c):  # JSON lists back to tuples
                     if f.name in v and isinstance(v[f.name], list):
@@ -325,7 +318,7 @@ class RunConfig:
             d["data"] = DataConfig.from_dict(d["data"])
         if "model" in d:
             m = d["model"]
-            _check_keys(UnifiedConfig, m, "model")
+            check_keys(UnifiedConfig, m, "model")
             d["model"] = UnifiedConfig.from_dict(m)
         try:
             return cls(**d)

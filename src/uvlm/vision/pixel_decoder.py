@@ -33,7 +33,7 @@ from torchmetrics.image import PeakSignalNoiseRatio
 
 from uvlm.data.config import SplitConfig
 from uvlm.data.smartwatch import SmartWatch
-from uvlm.errors import UserError, require
+from uvlm.errors import UserError, check_keys, require
 from uvlm.vision.artifacts import artifact_dir, cached, check_state_dict, config_hash, load_artifact, save_artifact
 from uvlm.vision.base import to_float_batch
 
@@ -107,9 +107,7 @@ class PixelDecoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PixelDecoderConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        require(not unknown, f"unknown pixel decoder config keys {unknown}: expected some of {sorted(known)}")
+        check_keys(cls, d, "pixel decoder config")
         return cls(**d)
 
 

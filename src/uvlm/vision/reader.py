@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -46,7 +46,7 @@ from torch.nn import functional as F
 from uvlm.data.attributes import CORNERS, WEATHERS, WatchAttributes
 from uvlm.data.config import MIN_RESOLUTION, SplitConfig
 from uvlm.data.smartwatch import SmartWatch
-from uvlm.errors import UserError, require
+from uvlm.errors import UserError, check_keys, require
 from uvlm.vision.artifacts import artifact_dir, cached, check_state_dict, load_artifact, save_artifact
 from uvlm.vision.base import ImageBatch, to_float_batch
 
@@ -138,9 +138,7 @@ class ReaderConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ReaderConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        require(not unknown, f"unknown reader config keys {unknown}: expected some of {sorted(known)}")
+        check_keys(cls, d, "reader config")
         return cls(**d)
 
     def model_dict(self) -> dict[str, Any]:

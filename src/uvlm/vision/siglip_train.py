@@ -51,7 +51,7 @@ from uvlm.data import texts
 from uvlm.data.attributes import TEXT_ATTRIBUTES, rng_for
 from uvlm.data.config import MIN_RESOLUTION, SplitConfig
 from uvlm.data.smartwatch import SmartWatch
-from uvlm.errors import require
+from uvlm.errors import check_keys, require
 from uvlm.vision.probe import NUM_CLASSES, PROBE_ATTRIBUTES, attribute_labels, probe_attributes
 from uvlm.vision.siglip import KIND, SiglipTower, load_siglip  # noqa: F401  (load_siglip re-exported)
 from uvlm.vision.artifacts import artifact_dir, cached, save_artifact
@@ -135,8 +135,7 @@ class SiglipTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SiglipTrainConfig":
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        require(not unknown, f"unknown SigLIP training keys {unknown}: expected some of {sorted(cls.__dataclass_fields__)}")
+        check_keys(cls, d, "SigLIP training config")
         return cls(**d)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uvlm.errors import UserError, require
+from uvlm.errors import UserError, check_keys, require
 from uvlm.vision.artifacts import check_state_dict, load_artifact
 from uvlm.vision.base import ImageBatch, to_float_batch
 
@@ -138,9 +138,7 @@ class VQConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "VQConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        require(not unknown, f"unknown VQ config fields {unknown}: this checkpoint was written by another uvlm version")
+        check_keys(cls, d, "VQ config")
         try:
             return cls(**d)
         except TypeError as e:

@@ -31,7 +31,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -41,7 +41,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from uvlm.data.config import SplitConfig
 from uvlm.data.smartwatch import SmartWatch
-from uvlm.errors import require
+from uvlm.errors import check_keys, require
 from uvlm.vision.artifacts import artifact_dir, cached, save_artifact
 from uvlm.vision.base import to_float_batch
 from uvlm.vision.vq import KIND, VQConfig, VQTokenizer, load_vq
@@ -119,8 +119,7 @@ class VQTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "VQTrainConfig":
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        require(not unknown, f"unknown VQ train config fields {unknown}: fix the config")
+        check_keys(cls, d, "VQ training config")
         return cls(**d)
 
 
