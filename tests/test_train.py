@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import math
 
 import pytest
@@ -206,3 +207,25 @@ def test_periodic_evaluation_records_samples_seen_and_rescorable_predictions(tmp
         assert score_predictions(questions, preds).total == pytest.approx(e["vqa_total"])
     state = json.loads((tmp_path / "run/checkpoints/step-000004/state.json").read_text())
     assert state["best"]["vqa_total"] == max(e["vqa_total"] for e in evals)
+
+
+def test_each_encoder_kind_can_have_its_own_source(monkeypatch):
+    """A mixed model at full scale needs two checkpoints: vision.siglip_source and vision.vq_source."""
+    import uvlm.train.data as data_mod
+    from _fakes import fake_vision_source
+    from uvlm.train.data import load_sources
+
+    asked = []
+
+    def recording(kind, source="tiny"):
+        asked.append((kind, source))
+        return fake_vision_source(kind, source)
+
+    monkeypatch.setattr(data_mod, "get_vision_source", recording)
+    cfg = tiny_config("SigLIP-VQ")
+    cfg = replace(cfg, vision=replace(cfg.vision, siglip_source="/models/siglip", vq_source="/models/vq_ds16_t2i.pt"))
+    load_sources(cfg)
+    assert asked == [("siglip", "/models/siglip"), ("vq", "/models/vq_ds16_t2i.pt")]
+    asked.clear()
+    load_sources(replace(cfg, vision=replace(cfg.vision, siglip_source=None, vq_source=None, source="tiny")))
+    assert asked == [("siglip", "tiny"), ("vq", "tiny")]

@@ -85,6 +85,14 @@ class VisionConfig:
     source: str = "tiny"
     """``tiny`` (the small towers trained here and cached) or a local folder of full-scale checkpoints; passed to
     :func:`uvlm.vision.presets.vision_source`."""
+    siglip_source: str | None = None
+    """Overrides ``source`` for the SigLIP tower (a local Hugging Face SigLIP folder), e.g. in SigLIP-VQ models."""
+    vq_source: str | None = None
+    """Overrides ``source`` for the VQ tokenizer (LlamaGen's ``vq_ds16_*.pt`` or a uvlm ``vq`` folder)."""
+
+    def source_for(self, kind: str) -> str:
+        """The source of one encoder kind: its own override, else ``source``."""
+        return {"siglip": self.siglip_source, "vq": self.vq_source}.get(kind) or self.source
 
     def __post_init__(self) -> None:
         require(self.understanding in UNDERSTANDING_KINDS,

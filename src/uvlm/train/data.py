@@ -59,13 +59,13 @@ class Sources:
 def load_sources(config: RunConfig) -> Sources:
     """Build the vision sources a run config names (one object per distinct kind)."""
     v = config.vision
-    und = get_vision_source(v.understanding, v.source)
+    und = get_vision_source(v.understanding, v.source_for(v.understanding))
     require(und.kind == v.understanding, f"vision source for {v.understanding!r} reports kind {und.kind!r}")
     gen = None
     if v.generation == "llm-embeds":
         gen = und
     elif v.generation is not None:
-        gen = und if v.generation == v.understanding else get_vision_source(v.generation, v.source)
+        gen = und if v.generation == v.understanding else get_vision_source(v.generation, v.source_for(v.generation))
         require(gen.kind == v.generation, f"vision source for {v.generation!r} reports kind {gen.kind!r}")
     return Sources(und, gen)
 
