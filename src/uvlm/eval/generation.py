@@ -22,8 +22,10 @@ VALUES = {"weather": WEATHERS, "weather_position": CORNERS, "battery_position": 
 
 
 def _pooled(source, tokens: torch.Tensor) -> np.ndarray:
+    """Mean of the L2-normalised tokens: continuous targets are trained with 1 - cosine, which fixes a generated
+    token's direction but not its norm, so the probe must not depend on scale."""
     vecs = source.to_inputs(tokens) if tokens.dtype == torch.long else tokens.float()
-    return vecs.mean(dim=1).numpy()
+    return torch.nn.functional.normalize(vecs, dim=-1).mean(dim=1).numpy()
 
 
 @torch.no_grad()
