@@ -135,3 +135,19 @@ def test_a_new_target_is_one_registered_class(monkeypatch):
     assert isinstance(t, Target) and t.name == "mse-siglip"
     x = torch.randn(2, 3, 6)
     assert float(t.loss(x, x)) == 0.0 and float(t.loss(x, x + 1)) == pytest.approx(1.0)
+
+
+def test_continuous_feedback_keeps_direction_and_takes_the_real_norm():
+    """1 - cos leaves a prediction's length free; with feature_norm set, inference rescales it to the real norm."""
+    from uvlm.model.config import SamplingConfig
+    from uvlm.model.targets import ContinuousTarget
+
+    target = ContinuousTarget.__new__(ContinuousTarget)  # select() needs no module state
+    torch.nn.Module.__init__(target)
+    pred = torch.tensor([[3.0, 4.0], [0.0, 0.5]])
+    target.feature_norm = None
+    assert torch.equal(target.select(pred, SamplingConfig()), pred)  # raw feedback, as the paper's code
+    target.feature_norm = 10.0
+    out = target.select(pred, SamplingConfig())
+    assert torch.allclose(out.norm(dim=-1), torch.tensor([10.0, 10.0]))
+    assert torch.allclose(torch.nn.functional.normalize(out, dim=-1), torch.nn.functional.normalize(pred, dim=-1))

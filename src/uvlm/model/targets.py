@@ -105,7 +105,16 @@ class Target(nn.Module):
 
 class ContinuousTarget(Target):
     """Regress a vector per token with ``1 - cosine`` (MetaMorph, and the paper for SigLIP); predictions fed back as
-    they are (direct regression, no sampling)."""
+    they are (direct regression, no sampling).
+
+    ``1 - cosine`` fixes a predicted token's direction but not its length, so raw predictions can be far shorter or
+    longer than the real tokens the model was teacher-forced on (measured on the tiny SigLIP: about 7x shorter), and
+    feeding them back takes the LLM off its training distribution. Setting :attr:`feature_norm` (the mean token norm
+    of real targets; :func:`uvlm.train.checkpoint.load_run` does this from the run's vision source) makes inference
+    keep the predicted direction and give it that length. ``None``: raw feedback, as the paper's code does.
+    """
+
+    feature_norm: float | None = None
 
     def check(self, targets: torch.Tensor) -> None:
         require(targets.is_floating_point() and targets.ndim == 3 and targets.shape[-1] == self.feature_dim,
@@ -117,6 +126,8 @@ class ContinuousTarget(Target):
 
     def select(self, head_out: torch.Tensor, sampling: SamplingConfig,
                generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.feature_norm:
+            return F.normalize(head_out, dim=-1) * self.feature_norm
         return head_out
 
     def vectors(self, tokens: torch.Tensor) -> torch.Tensor:

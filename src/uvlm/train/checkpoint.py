@@ -338,10 +338,24 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | int | None = None) ->
     check_model_config(state, model.config, config.lora.enabled, ckpt)
     load_weights(ckpt, model, config.lora.enabled)
     model.eval()
+    if getattr(model.target, "name", None) == "siglip" and sources.generation is not None:
+        model.target.feature_norm = real_token_norm(sources.generation, config.data.train)
     return LoadedRun(config, model, sources, ckpt, state)
+
+
+def real_token_norm(source, split, n_images: int = 64) -> float:
+    """Mean token norm of a continuous source's real targets, over the first images of ``split``."""
+    from dataclasses import replace as _replace
+
+    from uvlm.data import SmartWatch
+
+    sw = SmartWatch(_replace(split, resolution=source.resolution))
+    with torch.no_grad():
+        tokens = source.to_targets(source.encode_cached([sw.image(i) for i in range(n_images)]))
+    return float(tokens.float().norm(dim=-1).mean())
 
 
 __all__ = ["build_run_tokenizer", "build_model", "apply_lora", "trainable_state", "rng_state", "set_rng_state",
            "write_run_metadata", "read_run_config", "checkpoint_name", "list_checkpoints", "latest_checkpoint",
            "find_checkpoint", "save_checkpoint", "read_state", "check_model_config", "load_weights",
-           "load_training_state", "LoadedRun", "load_run"]
+           "load_training_state", "LoadedRun", "load_run", "real_token_norm"]
