@@ -1,6 +1,6 @@
 """Parallel training runs: aggregate throughput of 2 single-thread processes vs 1 (goal >= 1.8x), and one process
 with 2 threads for comparison. The same short training job (tiny LLM, 64 fake-feature tokens, batch 32) runs each way
-in the same session.
+in the same run.
 
     python benchmarks/parallel_runs.py --seconds 40
 """
