@@ -15,3 +15,16 @@ import pytest  # noqa: E402
 def _private_cache(tmp_path_factory, monkeypatch):
     """Trained artifacts go to a per-session temporary cache, never the user's."""
     monkeypatch.setenv("UVLM_CACHE", str(tmp_path_factory.getbasetemp() / "uvlm-cache"))
+
+
+@pytest.fixture
+def fake_vision(monkeypatch):
+    """Train on the small deterministic fake vision source (tests/_fakes.py); restore torch's thread count after."""
+    import torch
+
+    from _fakes import install
+
+    install(monkeypatch)
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)

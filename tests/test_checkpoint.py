@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from _fakes import install, tiny_config
+from _fakes import tiny_config
 from uvlm.errors import UserError
 from uvlm.train.checkpoint import load_run, read_run_config
 from uvlm.train.config import CheckpointConfig, LoRAConfig
@@ -16,12 +16,7 @@ from uvlm.train.loop import train
 from uvlm.train.metrics import read_metrics
 
 
-@pytest.fixture(autouse=True)
-def _fake_source(monkeypatch):
-    install(monkeypatch)
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("fake_vision")
 
 
 class Killed(Exception):

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from PIL import Image
 
-from _fakes import RESOLUTION, install, tiny_config
+from _fakes import RESOLUTION, tiny_config
 from uvlm.cli.main import main
 from uvlm.data.scoring import read_predictions
 from uvlm.data.smartwatch import SmartWatch
@@ -16,12 +15,7 @@ from uvlm.train.config import EvalConfig, LogConfig, RunConfig
 from uvlm.train.metrics import read_metrics
 
 
-@pytest.fixture(autouse=True)
-def _fake_source(monkeypatch):
-    install(monkeypatch)
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("fake_vision")
 
 
 def _one_line_error(capsys, argv, match: str) -> str:

@@ -7,9 +7,8 @@ from dataclasses import replace
 import math
 
 import pytest
-import torch
 
-from _fakes import install, tiny_config
+from _fakes import tiny_config
 from uvlm.data.config import SplitConfig
 from uvlm.data.scoring import read_predictions, score_predictions
 from uvlm.errors import UserError
@@ -20,12 +19,7 @@ from uvlm.train.loop import TrainingDiverged, train
 from uvlm.train.metrics import read_metrics
 
 
-@pytest.fixture(autouse=True)
-def _fake_source(monkeypatch):
-    install(monkeypatch)
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("fake_vision")
 
 
 # ----- configs -------------------------------------------------------------------------------------------------------
