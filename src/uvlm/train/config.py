@@ -89,6 +89,9 @@ class VisionConfig:
     """Overrides ``source`` for the SigLIP tower (a local Hugging Face SigLIP folder), e.g. in SigLIP-VQ models."""
     vq_source: str | None = None
     """Overrides ``source`` for the VQ tokenizer (LlamaGen's ``vq_ds16_*.pt`` or a uvlm ``vq`` folder)."""
+    pool: int = 1
+    """Average-pool the SigLIP patch grid ``pool x pool`` before the LLM, for understanding inputs and generation
+    targets alike (2: the tiny tower's 64 tokens become 16). VQ code grids are never pooled. 1: off (the paper)."""
 
     def source_for(self, kind: str) -> str:
         """The source of one encoder kind: its own override, else ``source``."""
@@ -100,6 +103,7 @@ class VisionConfig:
         require(self.generation is None or self.generation in GENERATION_KINDS,
                 f"unknown generation target {self.generation!r}: use one of {', '.join(GENERATION_KINDS)} or null")
         require(isinstance(self.source, str) and self.source != "", "vision.source must be 'tiny' or a local folder")
+        _positive_int("vision.pool", self.pool)
 
 
 @dataclass(frozen=True)

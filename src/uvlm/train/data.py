@@ -59,20 +59,31 @@ class Sources:
 def load_sources(config: RunConfig) -> Sources:
     """Build the vision sources a run config names (one object per distinct kind)."""
     v = config.vision
-    und = get_vision_source(v.understanding, v.source_for(v.understanding))
+    und = _pooled(get_vision_source(v.understanding, v.source_for(v.understanding)), v.pool)
     require(und.kind == v.understanding, f"vision source for {v.understanding!r} reports kind {und.kind!r}")
     gen = None
     if v.generation == "llm-embeds":
         gen = und
     elif v.generation is not None:
-        gen = und if v.generation == v.understanding else get_vision_source(v.generation, v.source_for(v.generation))
+        gen = (und if v.generation == v.understanding
+               else _pooled(get_vision_source(v.generation, v.source_for(v.generation)), v.pool))
         require(gen.kind == v.generation, f"vision source for {v.generation!r} reports kind {gen.kind!r}")
     return Sources(und, gen)
 
 
+def _pooled(source, k: int):
+    """``source`` with its token grid average-pooled ``k x k`` (continuous sources only; ``k == 1``: unchanged)."""
+    if k == 1 or source.codebook is not None:
+        return source
+    from uvlm.vision.sources import PooledSource
+
+    return PooledSource(source, k)
+
+
 def feature_cache(source, split: SplitConfig, chunk: int) -> FeatureCache:
     """The cache of ``source``'s outputs for ``split``'s images, rendered at the source's resolution."""
-    return FeatureCache(source.encode_cached, source.identity(), split.with_(resolution=int(source.resolution)),
+    identity = source.cache_identity() if hasattr(source, "cache_identity") else source.identity()
+    return FeatureCache(source.encode_cached, identity, split.with_(resolution=int(source.resolution)),
                         dtype=source.cache_dtype, chunk=chunk)
 
 

@@ -50,3 +50,64 @@ class VisionSource(Protocol):
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Generated tokens (ids ``(B, N)`` or vectors ``(B, N, D)``) -> images ``(B, 3, H, W)`` in [0, 1]."""
+
+
+class PooledSource:
+    """A continuous source whose square token grid is average-pooled ``k x k`` before the LLM sees it.
+
+    The LLaVA-style lever for shorter sequences: 2x2 pooling turns the tiny SigLIP tower's 8x8 = 64 patch tokens into
+    4x4 = 16, so every image costs the LLM 4x fewer positions, for understanding inputs and generation targets alike.
+    The frozen encoder and its feature cache are unchanged (the cache holds the full grid; pooling happens when cached
+    rows become inputs or targets). Decoding repeats each pooled token over its ``k x k`` cells and runs the wrapped
+    source's decoder, so drawings from pooled tokens are coarser than from the full grid.
+    """
+
+    def __init__(self, base, k: int):
+        side = int(round(base.num_tokens ** 0.5))
+        if side * side != base.num_tokens or side % k:
+            from uvlm.errors import UserError
+
+            raise UserError(f"cannot pool the {base.kind} token grid of {base.num_tokens} tokens {k}x{k}: the grid "
+                            f"side must be a multiple of {k}; set vision.pool to 1 or a divisor of {side}")
+        self.base, self.k, self.side = base, int(k), side
+        self.kind = base.kind
+        self.cache_dtype = base.cache_dtype
+        self.resolution = base.resolution
+        self.num_tokens = (side // k) ** 2
+        self.input_dim, self.target_dim = base.input_dim, base.target_dim
+
+    def identity(self) -> dict[str, Any]:
+        return {**self.base.identity(), "pool": self.k}
+
+    def cache_identity(self) -> dict[str, Any]:
+        """The feature cache key: the wrapped source's (the cache holds unpooled rows)."""
+        return self.base.identity()
+
+    def encode_cached(self, images: list) -> torch.Tensor:
+        return self.base.encode_cached(images)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, side*side, D)`` -> ``(B, (side/k)**2, D)`` by averaging ``k x k`` cells (row-major grids)."""
+        b, _, d = x.shape
+        grid = x.reshape(b, self.side, self.side, d).permute(0, 3, 1, 2)
+        pooled = torch.nn.functional.avg_pool2d(grid, self.k)
+        return pooled.permute(0, 2, 3, 1).reshape(b, self.num_tokens, d)
+
+    def to_inputs(self, cached: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.base.to_inputs(cached))
+
+    def to_targets(self, cached: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.base.to_targets(cached))
+
+    @property
+    def codebook(self) -> None:
+        return None
+
+    def unpool(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, _, d = tokens.shape
+        s = self.side // self.k
+        grid = tokens.reshape(b, s, s, d).repeat_interleave(self.k, 1).repeat_interleave(self.k, 2)
+        return grid.reshape(b, self.side * self.side, d)
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.base.decode(self.unpool(tokens.float()))

@@ -1,0 +1,309 @@
+"""Recipes: the paper's experiments as checked-in TOML files, expanded into concrete runs for a preset.
+
+A recipe (``src/uvlm/experiments/recipes/NAME.toml``) names the models to train, the data they see in the paper's
+units, optional sweep axes, what to evaluate at the end and how to report it. It ``extends`` a base file
+(``base.toml``), whose keys it overrides. A *preset* (``presets.toml``: ``cpu``, ``cpu-pretrained``, ``paper``) says at
+what scale and with which models a recipe runs: a data scale that multiplies every sample count, run-config
+overrides (LLM, LoRA, vision sources, batch, learning rates) and evaluation sizes.
+
+:func:`expand` turns ``(recipe, preset, seeds)`` into :class:`PlannedRun` objects, each a full
+:class:`~uvlm.train.config.RunConfig` with an id (a hash of the config) that names its folder, so a sweep can skip
+runs that already finished and a changed recipe cannot silently reuse stale results.
+
+Axes (``[axes]``, each a list; runs are the product of variants and axis values):
+
+- ``understanding``: understanding samples (VQA + caption, half each), paper units.
+- ``generation``: generation samples, paper units.
+- ``bias_share``: the biased attribute's VQA share relative to its unbiased share (0: never asked, 1: unbiased).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from itertools import product
+from typing import Any
+
+from uvlm.errors import UserError, require
+
+#: The unbiased share of each VQA attribute (five attributes asked with equal probability).
+UNBIASED_VQA_SHARE = 0.2
+AXES = ("understanding", "generation", "bias_share")
+_RECIPE_KEYS = {"extends", "name", "version", "title", "reproduces", "command", "variants", "data", "axes", "evaluate",
+                "report", "expected", "notes"}
+_PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
+
+
+def _read_toml(name: str) -> dict[str, Any]:
+    res = resources.files("uvlm.experiments").joinpath("recipes", f"{name}.toml")
+    if not res.is_file():
+        raise UserError(f"unknown recipe {name!r}: use one of {', '.join(recipe_names())}")
+    try:
+        return tomllib.loads(res.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"recipe file {name}.toml is not valid TOML ({e}): fix the file") from None
+
+
+def recipe_names() -> list[str]:
+    """Every runnable recipe (files in ``recipes/`` except the ``base`` and ``presets`` files)."""
+    folder = resources.files("uvlm.experiments").joinpath("recipes")
+    return sorted(p.name[:-5] for p in folder.iterdir()
+                  if p.name.endswith(".toml") and p.name[:-5] not in ("base", "presets"))
+
+
+def preset_names() -> list[str]:
+    return sorted(_presets())
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A parsed recipe file (after ``extends``)."""
+
+    name: str
+    version: int
+    title: str
+    reproduces: str
+    command: str
+    variants: tuple[str, ...]
+    data: dict[str, Any]
+    """Paper-unit data: ``understanding`` and ``generation`` sample counts, ``bias`` (``ATTR[:SHARE]`` or empty)."""
+    axes: dict[str, tuple[Any, ...]]
+    evaluate: dict[str, Any]
+    """``generation`` (FID + faithfulness at the end of runs with a generation target), ``probe`` (Figure 7 probe)."""
+    report: Any
+    """The :class:`~uvlm.experiments.report.ReportSpec` built from the ``[report]`` table."""
+    expected: dict[str, dict[str, Any]]
+    """Per preset: ``minutes`` (wall time on the machine named in ``machine``) and ``result`` (what it shows)."""
+    notes: str = ""
+
+
+def load_recipe(name: str) -> Recipe:
+    """Read ``recipes/NAME.toml`` and everything it extends; unknown keys and bad values are :class:`UserError`."""
+    raw = _read_toml(name)
+    chain = [raw]
+    while "extends" in chain[-1]:
+        parent = chain[-1]["extends"]
+        require(len(chain) < 8 and parent != name, f"recipe {name!r} extends itself: fix its 'extends'")
+        chain.append(_read_toml(parent))
+    d: dict[str, Any] = {}
+    for layer in reversed(chain):
+        d = _merge(d, {k: v for k, v in layer.items() if k != "extends"})
+    unknown = sorted(set(d) - _RECIPE_KEYS)
+    require(not unknown, f"recipe {name!r} has unknown key(s) {', '.join(unknown)}: use {', '.join(sorted(_RECIPE_KEYS))}")
+    for k in ("name", "version", "title", "reproduces", "command", "variants"):
+        require(k in d, f"recipe {name!r} lacks {k!r}: add it to recipes/{name}.toml")
+    require(d["name"] == name, f"recipe file {name}.toml names itself {d['name']!r}: make them equal")
+    from uvlm.train.config import parse_variant
+
+    for v in d["variants"]:
+        parse_variant(v)
+    axes = d.get("axes", {})
+    bad = sorted(set(axes) - set(AXES))
+    require(not bad, f"recipe {name!r} has unknown axis {', '.join(bad)}: use {', '.join(AXES)}")
+    for k, vals in axes.items():
+        require(isinstance(vals, list) and vals, f"recipe {name!r}: axis {k!r} must be a non-empty list")
+    data = d.get("data", {})
+    require(set(data) <= {"understanding", "generation", "bias"},
+            f"recipe {name!r}: [data] takes understanding, generation and bias")
+    from uvlm.experiments.report import ReportSpec
+
+    rep = dict(d.get("report", {}))
+    rep["table"] = rep.get("table") or None  # "" in a file: no paper table
+    report = ReportSpec.from_recipe(rep)
+    return Recipe(name=name, version=int(d["version"]), title=d["title"], reproduces=d["reproduces"],
+                  command=d["command"], variants=tuple(d["variants"]), data=data,
+                  axes={k: tuple(v) for k, v in axes.items()}, evaluate=d.get("evaluate", {}), report=report,
+                  expected=d.get("expected", {}), notes=d.get("notes", ""))
+
+
+# ----- presets ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Preset:
+    """A scale at which recipes run (``presets.toml``)."""
+
+    name: str
+    description: str
+    data_scale: float
+    """Every paper sample count is multiplied by this (rounded to whole samples)."""
+    run: dict[str, Any]
+    """Run-config overrides (a partial :class:`~uvlm.train.config.RunConfig` dict)."""
+    evals: int
+    """Evaluations over training per run (the curves' points)."""
+    generation_eval: int
+    """Test generations per run for FID and faithfulness (paper: 500)."""
+    probe: tuple[int, int]
+    """Probe train / test images (paper: 4,000 / 1,000)."""
+    paths: dict[str, str] = field(default_factory=dict)
+    """Placeholders the run overrides use (``{llm}`` ...) and what each must point to; given with ``--path``."""
+    samples_per_s: dict[str, float] = field(default_factory=dict)
+    """Measured training speed per image-token kind on one core (``siglip``, ``vq``): for the runtime estimate."""
+
+
+def _presets() -> dict[str, dict[str, Any]]:
+    raw = _read_toml("presets")
+    return raw
+
+
+def load_preset(name: str) -> Preset:
+    presets = _presets()
+    require(name in presets, f"unknown preset {name!r}: use one of {', '.join(sorted(presets))}")
+    p = presets[name]
+    return Preset(name=name, description=p.get("description", ""), data_scale=float(p["data_scale"]),
+                  run=p.get("run", {}), evals=int(p.get("evals", 6)), generation_eval=int(p.get("generation_eval", 500)),
+                  probe=tuple(p.get("probe", (4000, 1000))), paths=p.get("paths", {}),
+                  samples_per_s=p.get("samples_per_s", {}))
+
+
+def _fill(x: Any, paths: dict[str, str], missing: set[str]) -> Any:
+    if isinstance(x, dict):
+        return {k: _fill(v, paths, missing) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_fill(v, paths, missing) for v in x]
+    if isinstance(x, str):
+        for key in _PLACEHOLDER.findall(x):
+            if key in paths:
+                x = x.replace("{" + key + "}", paths[key])
+            else:
+                missing.add(key)
+        return x
+    return x
+
+
+# ----- expansion ------------------------------------------------------------------------------------------------------
+@dataclass
+class PlannedRun:
+    """One run of a sweep."""
+
+    id: str
+    """Hash of the run config (without its output folder): the trained model's identity. Recipes that train the same
+    config share the run; what each evaluates at the end is kept apart (``evaluate``)."""
+    group: str
+    """Row name in the results: the variant, plus axis values when the recipe has axes."""
+    labels: dict[str, Any]
+    seed: int
+    config: Any
+    """The :class:`~uvlm.train.config.RunConfig`."""
+    evaluate: dict[str, Any]
+
+    @property
+    def folder(self) -> str:
+        slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.group.replace("*", "star")).strip("_")
+        return f"{slug}-seed{self.seed}-{self.id[:8]}"
+
+
+def config_id(config_dict: dict[str, Any]) -> str:
+    d = dict(config_dict)
+    d.pop("out_dir", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _count(paper: float, scale: float) -> int:
+    return int(round(paper * scale))
+
+
+def expand(recipe: Recipe, preset: Preset, seeds: int, paths: dict[str, str] | None = None,
+           strict_paths: bool = True) -> list[PlannedRun]:
+    """The runs of ``recipe`` at ``preset`` for seeds ``0 .. seeds-1``.
+
+    ``paths`` fills the preset's placeholders (``{llm}`` ...). With ``strict_paths`` a missing one is an error;
+    without, placeholders stay in the configs (for ``--dry-run`` listings).
+    """
+    from uvlm.data.config import Bias, SplitConfig
+    from uvlm.train.config import RunConfig, variant_config
+
+    require(isinstance(seeds, int) and seeds >= 1, f"--seeds must be at least 1, got {seeds!r}")
+    missing: set[str] = set()
+    overrides = _fill(preset.run, paths or {}, missing)
+    if missing and strict_paths:
+        need = "; ".join(f"--path {k}=PATH ({preset.paths.get(k, 'a local checkpoint')})" for k in sorted(missing))
+        raise UserError(f"preset {preset.name!r} needs local checkpoints: give {need}")
+    try:
+        base = RunConfig.from_dict(_merge({"variant": "SigLIP-SigLIP"}, overrides))
+    except TypeError as e:
+        raise UserError(f"preset {preset.name!r} has a bad run override: {e}") from None
+
+    data = recipe.data
+    axes = recipe.axes
+    names = list(axes)
+    runs: list[PlannedRun] = []
+    for variant in recipe.variants:
+        for values in product(*[axes[n] for n in names]) if names else [()]:
+            labels: dict[str, Any] = {"variant": variant, **dict(zip(names, values))}
+            und = labels.get("understanding", data.get("understanding", 120_000))
+            gen = labels.get("generation", data.get("generation", 60_000))
+            n_und = _count(und, preset.data_scale)
+            n_vqa, n_cap = (n_und + 1) // 2, n_und // 2
+            n_gen = _count(gen, preset.data_scale)
+            bias = None
+            if data.get("bias"):
+                bias = Bias.parse(data["bias"])
+                if "bias_share" in labels:
+                    bias = Bias(bias.attribute, round(UNBIASED_VQA_SHARE * float(labels["bias_share"]), 6),
+                                bias.caption_share)
+            cfg = variant_config(variant, base)
+            if cfg.mode == "understanding" and n_und == 0 or cfg.mode == "generation" and n_gen == 0:
+                continue  # nothing to train at this axis point
+            train_split = SplitConfig.train(n_vqa=n_vqa, n_caption=n_cap, n_generation=n_gen, bias=bias)
+            n_items = {"understanding": n_und, "generation": n_gen, "mixed": n_und + n_gen}[cfg.mode]
+            steps = max(1, n_items // cfg.optim.batch_size)
+            every = max(1, math.ceil(steps / max(1, preset.evals)))
+            cfg_dict = cfg.to_dict()
+            cfg_dict["data"]["train"] = train_split.to_dict()
+            cfg_dict["eval"].update(every=every, unit="steps", at_end=True)
+            cfg_dict["checkpoint"].update(every=every, at_end=True, keep=1)
+            cfg_dict["log"].update(interval=max(1, every // 2))
+            group = variant + "".join(f" {k}={v}" for k, v in labels.items() if k != "variant")
+            evaluate = {
+                "generation": preset.generation_eval if recipe.evaluate.get("generation") and cfg.mode != "understanding"
+                else 0,
+                "probe": list(preset.probe) if recipe.evaluate.get("probe") and cfg.mode != "generation" else None,
+            }
+            for seed in range(seeds):
+                d = copy.deepcopy(cfg_dict)
+                d["seed"] = seed
+                d["model"]["seed"] = seed
+                c = RunConfig.from_dict(d)
+                cid = config_id(c.to_dict())
+                runs.append(PlannedRun(id=cid, group=group, labels=labels, seed=seed, config=c, evaluate=evaluate))
+    require(runs, f"recipe {recipe.name!r} expands to no runs at preset {preset.name!r}")
+    return runs
+
+
+def estimate_minutes(runs: list[PlannedRun], preset: Preset, workers: int) -> float:
+    """Wall minutes on ``workers`` single-thread processes, from the preset's measured training speeds."""
+    rate_s = preset.samples_per_s.get("siglip", 0.0)  # presets measured on no machine here have no rates
+    rate_v = preset.samples_per_s.get("vq", 0.0)
+    if not rate_s or not rate_v:
+        return float("nan")
+    costs = []
+    for r in runs:
+        c = r.config
+        t = c.data.train
+        und = (t.n_vqa + t.n_caption) if c.mode != "generation" else 0
+        gen = t.n_generation if c.mode != "understanding" else 0
+        u_rate = rate_v if c.vision.understanding == "vq" else rate_s
+        g_rate = rate_v if c.vision.generation == "vq" else rate_s
+        secs = und / u_rate + gen / g_rate + 20.0 * c.eval.questions / 300.0 * 6
+        secs += r.evaluate.get("generation", 0) * (0.2 if c.vision.generation == "vq" else 0.05)
+        costs.append(secs)
+    slots = [0.0] * max(1, workers)
+    for s in sorted(costs, reverse=True):
+        slots[slots.index(min(slots))] += s
+    return max(slots) / 60.0
+
+
+__all__ = ["Recipe", "Preset", "PlannedRun", "load_recipe", "load_preset", "recipe_names",
+           "preset_names", "expand", "estimate_minutes", "config_id", "AXES", "UNBIASED_VQA_SHARE"]

@@ -1,0 +1,298 @@
+"""The sweep runner behind ``uvlm run RECIPE``: expand, train in parallel processes, evaluate, tabulate.
+
+Folders (``ROOT`` is ``--root``, default ``runs/<preset>``)::
+
+    ROOT/runs/<group>-seed<k>-<id>/     one trained model per run config, shared by every recipe that trains it
+        config.json, checkpoints/, metrics.jsonl ...   (the run folder of ``uvlm train``)
+        result.json                     written when training finished: final VQA scores and the curves
+        eval-generation-<n>.json        FID + faithfulness of n test generations (recipes that ask for it)
+        probe-<train>-<test>.json       the Figure 7 probe (recipes that ask for it)
+        failed.json                     the error of a run that failed (it is retried on the next invocation)
+    ROOT/<recipe>/sweep.json            recipe name, version and preset: a folder belongs to one recipe version
+    ROOT/<recipe>/records.json          one record per run (the schema :mod:`uvlm.experiments.results` reads)
+    ROOT/<recipe>/results.{csv,json,md} mean, std and 95% interval over seeds per group and metric
+
+Runs go to separate processes (spawned), one thread each, up to the core count. A run that finished is skipped; an
+interrupted run resumes from its last checkpoint; a failed run is recorded and the others carry on; ``Ctrl-C`` and a
+restart lose nothing but the interrupted runs' steps since their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import fnmatch
+import json
+import multiprocessing as mp
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from uvlm.errors import UserError, require
+from uvlm.experiments.recipe import PlannedRun, Preset, Recipe, estimate_minutes, expand
+from uvlm.io import write_json_atomic
+
+
+@dataclass
+class SweepOptions:
+    """How ``uvlm run`` runs a recipe."""
+
+    preset: str = "cpu"
+    """Scale: ``cpu`` (tiny, from scratch), ``cpu-pretrained`` (SmolLM2-135M + LoRA) or ``paper`` (GPUs)."""
+    seeds: int = 3
+    """Seeds per configuration (weight init and data order)."""
+    path: tuple[str, ...] = ()
+    """Local checkpoints the preset needs, as ``NAME=PATH`` (e.g. ``llm=/models/vicuna-7b``)."""
+    root: str = ""
+    """Folder of runs and results (empty: ``runs/<preset>``)."""
+    workers: int = 0
+    """Parallel runs (0: one per core)."""
+    only: tuple[str, ...] = ()
+    """Run only groups matching one of these shell patterns (e.g. ``SigLIP*``); the table lists the others as missing."""
+    dry_run: bool = False
+    """List the runs and the expected wall time, run nothing."""
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def select(runs: list[PlannedRun], only: tuple[str, ...]) -> list[PlannedRun]:
+    if not only:
+        return runs
+    picked = [r for r in runs if any(fnmatch.fnmatchcase(r.group, p) for p in only)]
+    require(picked, f"--only {' '.join(only)} matches no run: use patterns of {', '.join(sorted({r.group for r in runs}))}")
+    return picked
+
+
+def check_sweep_folder(folder: Path, recipe: Recipe, preset: Preset) -> None:
+    """``folder`` belongs to one recipe version and preset; anything else is a :class:`UserError`."""
+    stamp = folder / "sweep.json"
+    mine = {"recipe": recipe.name, "version": recipe.version, "preset": preset.name}
+    if stamp.is_file():
+        try:
+            theirs = json.loads(stamp.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise UserError(f"{stamp} is unreadable: remove it (finished runs are kept in the runs folder)") from None
+        if {k: theirs.get(k) for k in mine} != mine:
+            raise UserError(f"{folder} holds results of recipe {theirs.get('recipe')!r} version {theirs.get('version')} "
+                            f"(preset {theirs.get('preset')!r}), not {recipe.name!r} version {recipe.version} "
+                            f"(preset {preset.name!r}): pass another --root or remove {folder}")
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(stamp, mine)
+
+
+# ----- one run, in its own process ------------------------------------------------------------------------------------
+def _curve(run_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    m = run_dir / "metrics.jsonl"
+    if m.is_file():
+        for line in m.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("kind") == "eval":
+                out.append({"step": r["step"], "understanding_samples": r["understanding_samples"],
+                            "generation_samples": r["generation_samples"], "vqa": r["vqa"]})
+    return out
+
+
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """Train (or resume, or skip) one run, then the evaluations its recipe asks for; returns the run's record."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from uvlm.train.checkpoint import list_checkpoints
+    from uvlm.train.config import RunConfig
+    from uvlm.train.loop import train
+
+    out = Path(job["dir"])
+    t0 = time.time()
+    done = out / "result.json"
+    if done.is_file():
+        result = json.loads(done.read_text())
+    else:
+        config = RunConfig.from_dict(job["config"])
+        r = train(config, out, resume=bool(list_checkpoints(out)), quiet=True)
+        curve = _curve(out)
+        vqa = (r.last_eval or {}).get("vqa") or (curve[-1]["vqa"] if curve else None)
+        result = {"id": job["id"], "steps": r.steps, "train_seconds": time.time() - t0, "vqa": vqa, "curve": curve}
+        write_json_atomic(done, result)
+    final: dict[str, Any] = {}
+    if result.get("vqa"):
+        final["vqa"] = result["vqa"]
+    ev = job["evaluate"]
+    if ev.get("generation"):
+        f = out / f"eval-generation-{ev['generation']}.json"
+        if not f.is_file():
+            from uvlm.eval.generation_metrics import evaluate_generation
+            from uvlm.train.checkpoint import load_run
+
+            write_json_atomic(f, evaluate_generation(load_run(out), n=int(ev["generation"])))
+        g = json.loads(f.read_text())
+        final["fid"] = {**g["fid"], "floor": (g.get("fid_floor") or {}).get("fid")}
+        final["faithfulness"] = g["faithfulness"]["scores"]
+    if ev.get("probe"):
+        n_train, n_test = ev["probe"]
+        f = out / f"probe-{n_train}-{n_test}.json"
+        if not f.is_file():
+            from uvlm.eval.probe import probe_run
+
+            write_json_atomic(f, probe_run(str(out), n_train=n_train, n_test=n_test))
+        final["probe"] = json.loads(f.read_text())
+    return {"final": final, "curve": result.get("curve", []), "wall_seconds": result.get("train_seconds", 0.0)}
+
+
+def _record(run: PlannedRun, recipe: Recipe, status: str, body: dict[str, Any] | None, error: str | None
+            ) -> dict[str, Any]:
+    body = body or {}
+    return {"id": run.id, "recipe": recipe.name, "group": run.group, "labels": run.labels, "seed": run.seed,
+            "dir": run.folder, "status": status, "error": error, "wall_seconds": body.get("wall_seconds"),
+            "final": body.get("final", {}), "curve": body.get("curve", [])}
+
+
+def _progress(runs: list[PlannedRun], store: Path, steps: dict[str, int]) -> str:
+    finished = sum((store / r.folder / "result.json").is_file() for r in runs)
+    active = []
+    for r in runs:
+        d = store / r.folder
+        if (d / "result.json").is_file() or not (d / "metrics.jsonl").is_file():
+            continue
+        step = 0
+        for line in (d / "metrics.jsonl").read_text().splitlines()[-3:]:
+            try:
+                step = max(step, int(json.loads(line).get("step", 0)))
+            except (ValueError, json.JSONDecodeError):
+                pass
+        active.append(f"{r.group}/s{r.seed} {100 * step // max(1, steps[r.id]):3d}%")
+    return f"{finished}/{len(runs)} trained" + (" | " + " | ".join(active[:4]) if active else "")
+
+
+def prepare_features(runs: list[PlannedRun], log: Callable[[str], None]) -> None:
+    """Compute the frozen encoders' features of every split the runs use, once, before the runs start."""
+    from dataclasses import replace
+
+    from uvlm.train.data import feature_cache, load_sources
+
+    seen: set[str] = set()
+    for r in runs:
+        cfg = r.config
+        sources = load_sources(cfg)
+        for src in {id(s): s for s in (sources.understanding, sources.generation) if s is not None}.values():
+            for split in (cfg.data.train, cfg.data.test):
+                split = replace(split, resolution=src.resolution)
+                key = json.dumps([src.identity(), split.to_dict()], sort_keys=True, default=str)
+                if key in seen:
+                    continue
+                seen.add(key)
+                feature_cache(src, split, cfg.data.feature_chunk).ensure(split.n_images)
+
+
+def parse_paths(items: tuple[str, ...]) -> dict[str, str]:
+    """``("llm=/m/vicuna", ...)`` -> ``{"llm": "/m/vicuna"}``; each path must exist."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        require(sep and name and path, f"bad --path {item!r}: write NAME=PATH, e.g. llm=/models/vicuna-7b")
+        require(Path(path).expanduser().exists(), f"--path {name}: {path} does not exist: give a local checkpoint")
+        out[name] = str(Path(path).expanduser())
+    return out
+
+
+def sweep_root(opts: SweepOptions, preset: Preset) -> Path:
+    return Path(opts.root or f"runs/{preset.name}")
+
+
+def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[[str], None] = print
+              ) -> dict[str, Any]:
+    """Run (or continue) ``recipe`` at ``preset``; returns ``{"records", "folder", "wall_minutes", "runs"}``."""
+    paths = parse_paths(opts.path)
+    runs = select(expand(recipe, preset, opts.seeds, paths, strict_paths=not opts.dry_run), opts.only)
+    workers = max(1, min(opts.workers or cores(), len(runs)))
+    root = sweep_root(opts, preset)
+    store, folder = root / "runs", root / recipe.name
+    todo = [r for r in runs if not (store / r.folder / "result.json").is_file()]
+    est = estimate_minutes(todo, preset, workers)
+    est_text = f"about {est:.0f} min" if est == est else "not estimated (no speed measured for this preset here)"
+    log(f"{recipe.name} v{recipe.version} ({recipe.reproduces})")
+    log(f"preset {preset.name}: {len(runs)} runs ({len(runs) - len(todo)} already trained), {workers} in parallel, "
+        f"one thread each; expected wall time {est_text}; results -> {folder}")
+    if opts.dry_run:
+        for r in runs:
+            t = r.config.data.train
+            log(f"  {r.folder}: {r.config.mode}, {t.n_vqa:,} VQA + {t.n_caption:,} captions + {t.n_generation:,} "
+                f"generation, bias {t.bias.to_dict() if t.bias else None}")
+        return {"records": [], "folder": str(folder), "wall_minutes": 0.0, "runs": runs}
+    check_sweep_folder(folder, recipe, preset)
+    store.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    prepare_features(runs, log)
+    log(f"vision features ready ({(time.time() - t0) / 60:.1f} min)")
+
+    jobs = {r.id + f"/{r.seed}": {"id": r.id, "dir": str(store / r.folder), "config": r.config.to_dict(),
+                                  "evaluate": r.evaluate} for r in runs}
+    by_key = {r.id + f"/{r.seed}": r for r in runs}
+    steps = {r.id: max(1, sum(_items(r)) // r.config.optim.batch_size) for r in runs}
+    records: dict[str, dict[str, Any]] = {}
+
+    def collect(key: str, get: Callable[[], dict[str, Any]]) -> None:
+        run = by_key[key]
+        failed = store / run.folder / "failed.json"
+        try:
+            records[key] = _record(run, recipe, "done", get(), None)
+            failed.unlink(missing_ok=True)
+        except Exception as e:  # a failed run is recorded and the sweep carries on
+            msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            records[key] = _record(run, recipe, "failed", None, msg)
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(failed, {"error": msg, "traceback": traceback.format_exc()})
+            log(f"run {run.folder} failed: {msg}")
+
+    order = sorted(jobs, key=lambda k: -sum(_items(by_key[k])) * (3 if "vq" in (by_key[k].config.vision.understanding,
+                                                                                 by_key[k].config.vision.generation) else 1))
+    if workers == 1:
+        for key in order:
+            collect(key, lambda key=key: run_one(jobs[key]))
+            log(f"[{(time.time() - t0) / 60:5.1f} min] {_progress(runs, store, steps)}")
+    else:
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(run_one, jobs[k]): k for k in order}
+            pending, last = set(futures), 0.0
+            while pending:
+                done, pending = cf.wait(pending, timeout=5.0)
+                for f in done:
+                    collect(futures[f], f.result)
+                if time.time() - last > 60 or not pending:
+                    last = time.time()
+                    log(f"[{(time.time() - t0) / 60:5.1f} min] {_progress(runs, store, steps)}")
+
+    ordered = [records[k] for k in jobs]
+    write_json_atomic(folder / "records.json", {"recipe": recipe.name, "version": recipe.version,
+                                                "preset": preset.name, "records": ordered})
+    from uvlm.experiments.report import write_report
+    from uvlm.experiments.results import write_results
+
+    write_results(folder, ordered, recipe.name)
+    if any(r["status"] == "done" for r in ordered):
+        write_report(recipe.name, ordered, folder, recipe.report)
+    wall = (time.time() - t0) / 60.0
+    todo_keys = {(r.id, r.seed) for r in todo}
+    trained = [r for r in runs if (store / r.folder / "result.json").is_file() and (r.id, r.seed) in todo_keys]
+    with open(folder / "timing.jsonl", "a") as fh:  # one line per invocation (benchmarks/recipe_times.py reads it)
+        fh.write(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_minutes": round(wall, 2),
+                             "runs": len(runs), "trained_now": len(trained), "workers": workers,
+                             "estimated_minutes": None if est != est else round(est, 1), "cores": cores(),
+                             "only": list(opts.only), "seeds": opts.seeds}) + "\n")
+    n_failed = sum(r["status"] == "failed" for r in ordered)
+    log(f"done in {wall:.1f} min: {len(ordered) - n_failed} runs ok, {n_failed} failed; tables in {folder}")
+    return {"records": ordered, "folder": str(folder), "wall_minutes": wall, "runs": runs}
+
+
+def _items(r: PlannedRun) -> tuple[int, int]:
+    t, mode = r.config.data.train, r.config.mode
+    return ((t.n_vqa + t.n_caption) if mode != "generation" else 0, t.n_generation if mode != "understanding" else 0)
+
+
+__all__ = ["SweepOptions", "run_sweep", "parse_paths", "sweep_root", "run_one", "check_sweep_folder", "select", "prepare_features"]

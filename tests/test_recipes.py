@@ -1,0 +1,161 @@
+"""Recipes and the sweep runner: every recipe expands at every preset; ``uvlm run`` skips finished runs, survives a
+failing run, resumes an interrupted one and refuses a results folder of another recipe version."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from uvlm.cli.main import main
+from uvlm.data.config import SplitConfig
+from uvlm.errors import UserError
+from uvlm.experiments.recipe import (UNBIASED_VQA_SHARE, Preset, expand, load_preset, load_recipe, preset_names,
+                                     recipe_names)
+from uvlm.experiments.sweep import SweepOptions, run_sweep
+from uvlm.train.config import parse_variant
+
+PAPER_PATHS = {"llm": "/models/vicuna-7b", "siglip": "/models/siglip", "vq": "/models/vq_ds16_t2i.pt"}
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_every_recipe_loads_and_expands_at_every_preset(name):
+    recipe = load_recipe(name)
+    assert recipe.command.startswith(f"uvlm run {name}") and recipe.reproduces and "cpu" in recipe.expected
+    assert {"paper", "cpu", "cpu-pretrained"} <= set(preset_names())
+    for preset_name in preset_names():
+        preset = load_preset(preset_name)
+        runs = expand(recipe, preset, seeds=3, paths=PAPER_PATHS)
+        assert len({(r.id, r.seed) for r in runs}) == len(runs)  # every run has its own identity and folder
+        assert len({r.folder for r in runs}) == len(runs)
+        for r in runs:
+            c = r.config
+            v = parse_variant(r.labels["variant"])
+            assert (c.mode, c.model.encoder, c.model.target, c.model.detach, c.model.affine) == \
+                   (v["mode"], v["encoder"], v["target"], v["detach"], v["affine"])
+            assert c.seed == r.seed and c.model.seed == r.seed
+            t = c.data.train
+            und = r.labels.get("understanding", recipe.data.get("understanding", 120_000))
+            assert t.n_vqa + t.n_caption == round(und * preset.data_scale)
+            if recipe.data.get("bias"):
+                share = UNBIASED_VQA_SHARE * r.labels.get("bias_share", 0.25)
+                assert t.bias is not None and t.bias.vqa_share == pytest.approx(share)
+            if preset_name == "paper":
+                assert c.lora.enabled and (c.lora.r, c.lora.alpha) == (128, 256)
+                assert c.model.llm.pretrained == PAPER_PATHS["llm"] and c.optim.batch_size == 393
+            if preset_name == "cpu":
+                assert c.model.llm.pretrained is None and not c.lora.enabled
+        # the same configs expand to the same ids (skipping finished runs relies on it)
+        assert [r.id for r in expand(recipe, preset, 3, PAPER_PATHS)] == [r.id for r in runs]
+
+
+def test_recipes_sharing_a_model_share_its_run():
+    cpu = load_preset("cpu")
+    mixed = {(r.group, r.seed): r.id for r in expand(load_recipe("mixed-vs-task-specific"), cpu, 2)}
+    affine = {(r.group, r.seed): r.id for r in expand(load_recipe("affine"), cpu, 2)}
+    assert mixed[("SigLIP_u", 1)] == affine[("SigLIP_u", 1)]
+    assert affine[("SigLIP*_u", 1)] != affine[("SigLIP_u", 1)]
+
+
+def test_paper_preset_needs_its_checkpoints():
+    with pytest.raises(UserError, match="--path llm=PATH"):
+        expand(load_recipe("affine"), load_preset("paper"), 1)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "no-such-recipe"], "unknown recipe 'no-such-recipe': use one of"),
+    (["run", "affine", "--preset", "gpu"], "unknown preset 'gpu': use one of cpu"),
+    (["run", "affine", "--preset", "paper"], "needs local checkpoints"),
+    (["run", "affine", "--path", "llm"], "bad --path 'llm': write NAME=PATH"),
+    (["run", "affine", "--only", "Nothing*", "--dry-run"], "matches no run"),
+    (["report", "affine", "--root", "/nonexistent/uvlm"], "no results of 'affine'"),
+])
+def test_bad_recipe_commands_are_one_line_errors(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+# ----- the runner on the fake vision source -------------------------------------------------------------------------
+def _tiny_preset() -> Preset:
+    test = SplitConfig.test(resolution=48, n_vqa=16, n_generation=8).to_dict()
+    run = {"data": {"test": test, "feature_chunk": 64}, "model": {"llm": {"preset": "debug"}},
+           "optim": {"batch_size": 8, "lr_llm": 3e-3, "lr_vision": 3e-3, "warmup_ratio": 0.0},
+           "eval": {"questions": 12, "batch_size": 16, "max_new_tokens": 8}, "log": {"tensorboard": False}}
+    return Preset(name="cpu", description="test", data_scale=0.0004, run=run, evals=2, generation_eval=0,
+                  probe=(32, 16))
+
+
+def _recipe():
+    r = load_recipe("transfer-weather")
+    return dataclasses.replace(r, variants=("SigLIP_u", "SigLIP-SigLIP"), evaluate={"generation": False})
+
+
+def test_sweep_runs_tabulates_skips_finished_and_survives_a_failure(tmp_path, fake_vision, monkeypatch):
+    import uvlm.train.loop as loop
+
+    recipe, preset = _recipe(), _tiny_preset()
+    opts = SweepOptions(seeds=2, root=str(tmp_path), workers=1)
+    real_train = loop.train
+
+    def flaky(config, out, **kw):  # one run fails, the others must still finish
+        if config.variant == "SigLIP-SigLIP" and config.seed == 1:
+            raise RuntimeError("simulated failure")
+        return real_train(config, out, **kw)
+
+    monkeypatch.setattr(loop, "train", flaky)
+    lines: list[str] = []
+    result = run_sweep(recipe, preset, opts, log=lines.append)
+    status = {(r["group"], r["seed"]): r["status"] for r in result["records"]}
+    assert status == {("SigLIP_u", 0): "done", ("SigLIP_u", 1): "done", ("SigLIP-SigLIP", 0): "done",
+                      ("SigLIP-SigLIP", 1): "failed"}
+    failed = [r for r in result["records"] if r["status"] == "failed"][0]
+    assert "simulated failure" in failed["error"]
+    assert (tmp_path / "runs" / failed["dir"] / "failed.json").is_file()
+    done = [r for r in result["records"] if r["status"] == "done"]
+    assert all(0 <= r["final"]["vqa"]["total"] <= 100 and len(r["curve"]) == 2 for r in done)
+    folder = tmp_path / recipe.name
+    assert (folder / "results.csv").is_file() and (folder / "results.md").is_file()
+    assert json.loads((folder / "sweep.json").read_text())["version"] == recipe.version
+
+    # the second call trains only the failed run; finished runs are not touched
+    monkeypatch.setattr(loop, "train", real_train)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/result.json")}
+    again = run_sweep(recipe, preset, opts, log=lines.append)
+    assert all(r["status"] == "done" for r in again["records"])
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert len(list((tmp_path / "runs").glob("*/result.json"))) == 4
+    assert not list((tmp_path / "runs").glob("*/failed.json"))
+
+    # a folder of another recipe version is refused
+    newer = dataclasses.replace(recipe, version=recipe.version + 1)
+    with pytest.raises(UserError, match="version 1 .* not 'transfer-weather' version 2"):
+        run_sweep(newer, preset, opts, log=lines.append)
+
+
+def test_interrupted_sweep_resumes_to_the_uninterrupted_result(tmp_path, fake_vision, monkeypatch):
+    import uvlm.train.loop as loop
+
+    recipe = dataclasses.replace(_recipe(), variants=("SigLIP-SigLIP",))
+    preset = _tiny_preset()  # 9 steps, evaluations and checkpoints every 5
+    straight = run_sweep(recipe, preset, SweepOptions(seeds=1, root=str(tmp_path / "a"), workers=1),
+                         log=lambda s: None)["records"][0]
+
+    real_train = loop.train
+
+    def killed(config, out, **kw):  # dies after step 7, like a killed process (the step-5 checkpoint stays)
+        def stop(step, record):
+            if step == 7:
+                raise KeyboardInterrupt
+        return real_train(config, out, callback=stop, **kw)
+
+    monkeypatch.setattr(loop, "train", killed)
+    opts = SweepOptions(seeds=1, root=str(tmp_path / "b"), workers=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(recipe, preset, opts, log=lambda s: None)
+    monkeypatch.setattr(loop, "train", real_train)
+    resumed = run_sweep(recipe, preset, opts, log=lambda s: None)["records"][0]
+    assert resumed["status"] == "done"
+    assert resumed["final"]["vqa"] == straight["final"]["vqa"]
+    assert [p["vqa"] for p in resumed["curve"]] == [p["vqa"] for p in straight["curve"]]
