@@ -76,3 +76,26 @@ def test_main_job_as_written(tmp_path):
     cmd = block("main-job")[0]
     subprocess.run(cmd, shell=True, cwd=tmp_path, check=True)
     assert (tmp_path / "runs" / "quickstart" / "table.md").is_file()
+
+
+def test_recipe_commands_in_the_docs_name_real_recipes_and_parse(tmp_path, monkeypatch, capsys):
+    """Every ``uvlm run`` / ``uvlm report`` line of the README and docs/recipes.md names an existing recipe, and every
+    ``uvlm run`` line expands as written (``--dry-run``: nothing trains)."""
+    from uvlm.experiments.recipe import recipe_names
+
+    monkeypatch.chdir(tmp_path)
+    text = README + (ROOT / "docs" / "recipes.md").read_text()
+    lines = [l.split("#")[0].strip() for l in text.splitlines() if re.match(r"\s*uvlm (run|report) ", l)]
+    assert len(lines) >= 6
+    for cmd in lines:
+        argv = shlex.split(cmd)
+        assert argv[2] in recipe_names(), cmd
+        if argv[1] == "run":
+            paths = [a for a in argv if a.startswith("llm=") or a.startswith("siglip=") or a.startswith("vq=")]
+            for p in paths:  # the example checkpoint paths: make them exist for the check
+                (tmp_path / p.split("=", 1)[1].lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+                (tmp_path / p.split("=", 1)[1].lstrip("/")).touch()
+            argv = [a if a not in paths else a.split("=", 1)[0] + "=" + str(tmp_path / a.split("=", 1)[1].lstrip("/"))
+                    for a in argv]
+            assert main(argv[1:] + (["--dry-run"] if "--dry-run" not in argv else [])) == 0, cmd
+    capsys.readouterr()

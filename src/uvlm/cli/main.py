@@ -17,7 +17,7 @@ from uvlm import __version__
 from uvlm.errors import UserError
 
 #: Subcommand modules, in the order ``uvlm --help`` lists them.
-COMMAND_MODULES = ("uvlm.cli.experiments", "uvlm.cli.recipes", "uvlm.cli.data", "uvlm.cli.score", "uvlm.cli.vision", "uvlm.cli.run")
+COMMAND_MODULES = ("uvlm.cli.experiments", "uvlm.cli.recipes", "uvlm.cli.data", "uvlm.cli.score", "uvlm.cli.vision", "uvlm.cli.run", "uvlm.cli.llm")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -6,6 +6,7 @@
 - :mod:`uvlm.model.adapters`: ``build_adapter``, ``AffineMap``.
 - :mod:`uvlm.model.sequence`: ``SequenceBuilder`` (samples -> token sequences -> ``Batch``), ``add_vision_tokens``.
 - :mod:`uvlm.model.generate`: ``answer`` (text) and ``generate_images`` (vision tokens, KV cache).
+- :mod:`uvlm.model.pretrained`: ``import_gguf`` (a GGUF LLM, e.g. SmolLM2-135M from a wheel, to a transformers folder).
 
 The heavy names (anything that imports ``transformers``) load on first use.
 """
@@ -22,7 +23,7 @@ _LAZY = {
     "SequenceBuilder": "uvlm.model.sequence", "Batch": "uvlm.model.sequence", "Example": "uvlm.model.sequence",
     "add_vision_tokens": "uvlm.model.sequence",
     "answer": "uvlm.model.generate", "generate_images": "uvlm.model.generate",
-    "AffineMap": "uvlm.model.adapters",
+    "AffineMap": "uvlm.model.adapters", "import_gguf": "uvlm.model.pretrained",
 }
 
 __all__ = ["LLMConfig", "SamplingConfig", "TemplateConfig", "UnifiedConfig", *_LAZY]

@@ -214,7 +214,9 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state
         tmp.mkdir(parents=True)
         if lora:
             save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-            model.llm.save_pretrained(str(tmp / "adapter"))
+            # the LoRA weights in peft's format; not the whole resized embedding and head (hundreds of MB for a
+            # pretrained vocabulary): the new vision-token rows are in trainable.safetensors
+            model.llm.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False)
         else:
             save_model(model, str(tmp / "model.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
