@@ -70,6 +70,9 @@ def test_paper_preset_needs_its_checkpoints():
     (["run", "affine", "--path", "llm"], "bad --path 'llm': write NAME=PATH"),
     (["run", "affine", "--only", "Nothing*", "--dry-run"], "matches no run"),
     (["report", "affine", "--root", "/nonexistent/uvlm"], "no results of 'affine'"),
+    (["run", "affine", "--inception", "/nonexistent/inception.pt"], "Inception weights file '/nonexistent/inception.pt' not found"),
+    (["run", "affine", "--inception", "/"], "is a directory, not a file"),
+    (["run", "affine", "--seeds", "0"], "--seeds must be at least 1"),
 ])
 def test_bad_recipe_commands_are_one_line_errors(argv, message, capsys):
     assert main(argv) == 2
@@ -159,3 +162,25 @@ def test_interrupted_sweep_resumes_to_the_uninterrupted_result(tmp_path, fake_vi
     assert resumed["status"] == "done"
     assert resumed["final"]["vqa"] == straight["final"]["vqa"]
     assert [p["vqa"] for p in resumed["curve"]] == [p["vqa"] for p in straight["curve"]]
+
+
+def test_partial_sweeps_list_missing_runs_and_tables_only_trains_nothing(tmp_path, fake_vision):
+    recipe, preset = _recipe(), _tiny_preset()
+    opts = SweepOptions(seeds=1, root=str(tmp_path), workers=1, only=("SigLIP_u",))
+    records = run_sweep(recipe, preset, opts, log=lambda s: None)["records"]
+    assert {(r["group"], r["status"]) for r in records} == {("SigLIP_u", "done"), ("SigLIP-SigLIP", "missing")}
+    csv = (tmp_path / recipe.name / "results.csv").read_text()
+    assert "SigLIP_u" in csv and "SigLIP-SigLIP" not in csv
+    trained = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    again = run_sweep(recipe, preset, dataclasses.replace(opts, only=(), tables_only=True), log=lambda s: None)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == trained  # nothing new was trained
+    assert [r["status"] for r in again["records"]] == [r["status"] for r in records]
+
+
+def test_a_wrong_inception_file_is_refused_before_anything_runs(tmp_path, capsys):
+    bad = tmp_path / "inception.pt"
+    bad.write_text("not a network")
+    assert main(["run", "affine", "--inception", str(bad), "--root", str(tmp_path / "root")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a TorchScript module" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "root").exists()  # nothing was written

