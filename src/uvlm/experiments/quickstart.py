@@ -4,25 +4,22 @@ Weather is asked in only 5% of the VQA questions and never stated in captions; g
 unbiased. An understanding-only model (``SigLIP_u``) sees few weather questions; a unified model
 (``SigLIP-SigLIP``) also learns to *draw* the weather. Does drawing it help answer it?
 
-Runs (variant x seed) go to separate processes, one thread each (two single-thread processes beat one
-two-thread process on these CPUs), up to the core count. Finished runs are skipped and interrupted runs resume
-from their last checkpoint, so the command can be stopped and restarted. The frozen encoder's features are
-computed once, before the runs start, and shared through the feature cache.
+The quickstart is the ``transfer-weather`` recipe (:mod:`uvlm.experiments.recipe`) restricted to these two models and
+rescaled, run by the sweep runner (:mod:`uvlm.experiments.sweep`): runs (variant x seed) go to separate processes,
+one thread each (two single-thread processes beat one two-thread process on these CPUs), up to the core count;
+finished runs are skipped and interrupted runs resume from their last checkpoint, so the command can be stopped and
+restarted; a changed configuration trains new runs beside the old ones (run folders are named by config hash).
 
-Outputs in ``out``: ``table.md`` (Table A5 layout: ours as mean ± std over seeds beside the paper's numbers),
+Outputs in ``out``: ``runs/`` (the run folders), ``transfer-weather/`` (the sweep's tables and report), ``table.md`` (Table A5 layout: ours as mean ± std over seeds beside the paper's numbers),
 ``results.json`` (every run's final scores and curves), ``curves.png`` / ``curves.pdf`` (weather accuracy against
 understanding samples seen, per variant, mean and min-max band over seeds).
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
-import math
-import multiprocessing as mp
 import os
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,111 +81,34 @@ class QuickstartConfig:
         return max(1, min(self.workers or cores, len(self.variants) * self.seeds))
 
 
-@dataclass
-class Plan:
-    """The runs and the expected wall time."""
+def recipe_and_preset(q: QuickstartConfig):
+    """The quickstart as a sweep: the ``transfer-weather`` recipe restricted to ``q.variants`` (without generation
+    metrics), at the ``cpu`` preset rescaled to ``q.samples`` per task."""
+    from dataclasses import replace as _replace
 
-    runs: list[tuple[str, int, Any]] = field(default_factory=list)  # (variant, seed, RunConfig)
-    samples_total: int = 0
-    minutes: float = 0.0
-    vision_minutes: float = 0.0
+    from uvlm.experiments.recipe import load_preset, load_recipe
+
+    recipe = load_recipe("transfer-weather")
+    recipe = _replace(recipe, variants=tuple(q.variants), data={**recipe.data, "bias": q.bias},
+                      evaluate={"generation": False, "probe": False})
+    preset = load_preset("cpu")
+    run = json.loads(json.dumps(preset.run))
+    run["vision"] = {**run.get("vision", {}), "source": q.source, "pool": q.pool}
+    run["model"] = {"llm": {"preset": q.llm}}
+    run["optim"] = {**run.get("optim", {}), "batch_size": q.batch_size, "lr_llm": q.lr, "lr_vision": q.lr}
+    run["eval"] = {**run.get("eval", {}), "questions": q.questions}
+    rate = SAMPLES_PER_S.get(q.llm, SAMPLES_PER_S["tiny"]) * POOL_SPEEDUP.get(q.pool, POOL_SPEEDUP[2])
+    preset = _replace(preset, name="quickstart", data_scale=q.samples / 60_000, run=run, evals=q.evals,
+                      samples_per_s={"siglip": rate, "vq": preset.samples_per_s.get("vq", rate)})
+    return recipe, preset
 
 
 def run_configs(q: QuickstartConfig) -> list[tuple[str, int, Any]]:
-    from uvlm.data.config import SplitConfig
-    from uvlm.train.config import RunConfig, variant_config
+    """``(variant, seed, RunConfig)`` of every quickstart run."""
+    from uvlm.experiments.recipe import expand
 
-    base = RunConfig()
-    bias = Bias.parse(q.bias)
-    train = SplitConfig.train(n_vqa=q.samples, n_caption=q.samples, n_generation=q.samples, bias=bias)
-    runs = []
-    for variant in q.variants:
-        cfg = variant_config(variant, base)
-        n_items = 2 * q.samples if cfg.mode == "understanding" else (q.samples if cfg.mode == "generation" else 3 * q.samples)
-        steps = max(1, n_items // q.batch_size)
-        every = max(1, math.ceil(steps / q.evals))
-        for seed in range(q.seeds):
-            c = replace(
-                cfg,
-                seed=seed,
-                data=replace(cfg.data, train=train),
-                vision=replace(cfg.vision, source=q.source, pool=q.pool),
-                model=replace(cfg.model, seed=seed, llm=replace(cfg.model.llm, preset=q.llm)),
-                optim=replace(cfg.optim, batch_size=q.batch_size, lr_llm=q.lr, lr_vision=q.lr, steps=None),
-                eval=replace(cfg.eval, every=every, unit="steps", questions=q.questions, at_end=True),
-                checkpoint=replace(cfg.checkpoint, every=every, at_end=True, keep=1),
-                log=replace(cfg.log, interval=max(1, every // 2), tensorboard=False),
-            )
-            runs.append((variant, seed, c))
-    return runs
-
-
-def plan(q: QuickstartConfig) -> Plan:
-    from uvlm.vision.artifacts import cached
-    from uvlm.vision.siglip_train import SiglipTrainConfig
-
-    p = Plan(runs=run_configs(q))
-    per_run = [sum(_n_items(c.to_dict())) for _, _, c in p.runs]
-    p.samples_total = sum(per_run)
-    rate = SAMPLES_PER_S.get(q.llm, SAMPLES_PER_S["tiny"]) * POOL_SPEEDUP.get(q.pool, POOL_SPEEDUP[2])
-    workers = q.n_workers()
-    # longest-first scheduling on `workers` slots
-    slots = [0.0] * workers
-    for n in sorted(per_run, reverse=True):
-        slots[slots.index(min(slots))] += n / rate
-    eval_s = q.evals * q.questions / 150.0  # greedy answering with the KV cache, a few hundred questions/s
-    p.minutes = (max(slots) + eval_s * math.ceil(len(per_run) / workers)) / 60.0
-    if q.source == "tiny" and cached("siglip", SiglipTrainConfig().to_dict()) is None:
-        p.vision_minutes = SIGLIP_TRAIN_MINUTES
-    return p
-
-
-def _run_one(args: tuple[str, int, dict[str, Any], str]) -> dict[str, Any]:
-    """One run in its own process: train (or resume, or skip if finished); return its final record."""
-    variant, seed, cfg_dict, out = args
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from uvlm.train.checkpoint import list_checkpoints
-    from uvlm.train.config import RunConfig
-    from uvlm.train.loop import train
-
-    out_dir = Path(out)
-    done = out_dir / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    t0 = time.time()
-    result = train(RunConfig.from_dict(cfg_dict), out_dir, resume=bool(list_checkpoints(out_dir)), quiet=True)
-    record = {"variant": variant, "seed": seed, "run": str(out_dir), "steps": result.steps,
-              "minutes": (time.time() - t0) / 60.0, "final": result.last_eval}
-    write_json_atomic(done, record)
-    return record
-
-
-def _progress(runs: list[tuple[str, int, Path, int]]) -> str:
-    parts = []
-    for variant, seed, out, steps in runs:
-        step = 0
-        m = out / "metrics.jsonl"
-        if m.is_file():
-            for line in m.read_text().splitlines()[-3:]:
-                try:
-                    step = max(step, int(json.loads(line).get("step", 0)))
-                except (ValueError, json.JSONDecodeError):
-                    pass
-        if (out / "result.json").is_file():
-            step = steps
-        parts.append(f"{variant}/s{seed} {100 * step // max(1, steps):3d}%")
-    return " | ".join(parts)
-
-
-def curves(run_dir: Path) -> list[dict[str, Any]]:
-    """The eval records of one run: understanding samples seen and the VQA scores."""
-    out = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        if r.get("kind") == "eval":
-            out.append({"step": r["step"], "understanding_samples": r["understanding_samples"],
-                        "generation_samples": r["generation_samples"], "vqa": r["vqa"]})
-    return out
+    recipe, preset = recipe_and_preset(q)
+    return [(r.labels["variant"], r.seed, r.config) for r in expand(recipe, preset, q.seeds)]
 
 
 def summarize(records: list[dict[str, Any]], variants: tuple[str, ...]) -> dict[str, Any]:
@@ -252,77 +172,30 @@ def plot_curves(records: list[dict[str, Any]], variants: tuple[str, ...], out: P
 
 
 def run_quickstart(q: QuickstartConfig, log=print) -> dict[str, Any]:
+    """Run (or continue) the quickstart; write ``table.md``, ``results.json`` and the curves to ``q.out``."""
+    from uvlm.experiments.sweep import SweepOptions, run_sweep
+    from uvlm.vision.artifacts import cached
+    from uvlm.vision.siglip_train import SiglipTrainConfig
+
     out = Path(q.out)
-    p = plan(q)
-    workers = q.n_workers()
+    recipe, preset = recipe_and_preset(q)
     log(f"quickstart: {', '.join(q.variants)} on {q.bias}-biased SmartWatch ({q.samples:,} samples per task), "
-        f"{q.seeds} seeds, {len(p.runs)} runs, {workers} in parallel (one thread each), LLM preset {q.llm}")
-    extra = f" + about {p.vision_minutes:.0f} min to train the tiny SigLIP tower once" if p.vision_minutes else ""
-    log(f"expected wall time: about {p.minutes:.0f} min on a 2-core CPU{extra}; results -> {out}")
-
-    # the output folder belongs to one configuration: finished runs are only reused for the same one
-    stamp = out / "quickstart.json"
-    mine = json.loads(json.dumps(asdict(q)))
-    mine.pop("workers")  # how many run at once does not change the results
-    if stamp.is_file():
-        theirs = json.loads(stamp.read_text())
-        changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k) and k != "out")
-        require(not changed, f"{out} holds quickstart runs of another configuration (differs in "
-                             f"{', '.join(changed)}): pass a new --out, or remove {out}")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(stamp, mine)
-
-    t0 = time.time()
-    # the frozen encoder and its features for the training and test images, once, before the runs
-    from uvlm.train.data import feature_cache, load_sources
-
-    cfg0 = p.runs[0][2]
-    sources = load_sources(cfg0)
-    for src in {id(s): s for s in (sources.understanding, sources.generation) if s is not None}.values():
-        for split in (cfg0.data.train, cfg0.data.test):
-            split = replace(split, resolution=src.resolution)
-            feature_cache(src, split, cfg0.data.feature_chunk).ensure(split.n_images)
-    log(f"vision features ready ({(time.time() - t0) / 60:.1f} min)")
-
-    jobs = [(v, s, c.to_dict(), str(out / f"{v}-seed{s}")) for v, s, c in p.runs]
-    jobs.sort(key=lambda j: -(j[2]["data"]["train"]["n_generation"] if j[2]["mode"] != "understanding" else 0))
-    steps = {j[3]: max(1, (sum(_n_items(j[2]))) // q.batch_size) for j in jobs}
-    track = [(v, s, Path(o), steps[o]) for v, s, _, o in jobs]
-    records, failures = [], []
-
-    def collect(job, get_result) -> None:
-        v, s, _, o = job
-        try:
-            rec = get_result()
-            rec["curve"] = curves(Path(o))
-            records.append(rec)
-        except Exception as e:  # a failed run is recorded; the others carry on
-            failures.append({"variant": v, "seed": s, "error": f"{type(e).__name__}: {e}"})
-            log(f"run {v} seed {s} failed: {type(e).__name__}: {e}")
-
-    if workers == 1:  # in this process, one run after the other
-        for job in jobs:
-            collect(job, lambda job=job: _run_one(job))
-            log(f"[{(time.time() - t0) / 60:5.1f} min] {_progress(track)}")
-    else:
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(_run_one, j): j for j in jobs}
-            pending, last = set(futures), 0.0
-            while pending:
-                done, pending = cf.wait(pending, timeout=5.0)
-                for f in done:
-                    collect(futures[f], f.result)
-                if time.time() - last > 30 or not pending:
-                    last = time.time()
-                    log(f"[{(time.time() - t0) / 60:5.1f} min] {_progress(track)}")
-
+        f"{q.seeds} seeds, {len(q.variants) * q.seeds} runs, {q.n_workers()} in parallel (one thread each), "
+        f"LLM preset {q.llm}")
+    if q.source == "tiny" and cached("siglip", SiglipTrainConfig().to_dict()) is None:
+        log(f"the tiny SigLIP tower is not cached yet: training it first adds about {SIGLIP_TRAIN_MINUTES:.0f} min")
+    sweep = run_sweep(recipe, preset, SweepOptions(preset="cpu", seeds=q.seeds, root=str(out), workers=q.workers),
+                      log=log)
+    records = [{"variant": r["labels"]["variant"], "seed": r["seed"], "run": str(out / "runs" / r["dir"]),
+                "minutes": (r["wall_seconds"] or 0.0) / 60.0, "final": r["final"], "curve": r["curve"]}
+               for r in sweep["records"] if r["status"] == "done"]
+    failures = [{"variant": r["labels"]["variant"], "seed": r["seed"], "error": r["error"]}
+                for r in sweep["records"] if r["status"] != "done"]
     summary = summarize(records, q.variants)
     table = format_table(summary)
-    result = {"config": asdict(q), "wall_minutes": (time.time() - t0) / 60.0, "summary": summary,
+    result = {"config": asdict(q), "wall_minutes": sweep["wall_minutes"], "summary": summary,
               "runs": sorted(records, key=lambda r: (r["variant"], r["seed"])), "failures": failures,
               "paper": {v: TABLE_A5.get(v) for v in q.variants}}
-    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "results.json", result)
     write_text_atomic(out / "table.md", table + "\n")
     plot_curves(result["runs"], q.variants, out)
@@ -331,11 +204,3 @@ def run_quickstart(q: QuickstartConfig, log=print) -> dict[str, Any]:
     log("")
     log(f"wall time {result['wall_minutes']:.1f} min; curves: {out / 'curves.png'}; all numbers: {out / 'results.json'}")
     return result
-
-
-def _n_items(cfg: dict[str, Any]) -> tuple[int, int]:
-    t = cfg["data"]["train"]
-    und = t["n_vqa"] + t["n_caption"] if cfg["mode"] != "generation" else 0
-    gen = t["n_generation"] if cfg["mode"] != "understanding" else 0
-    return und, gen
-
