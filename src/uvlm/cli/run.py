@@ -79,6 +79,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--questions", type=positive_int, help="how many test questions (default: the run's eval setting)")
     p.add_argument("--checkpoint", metavar="STEP", help="checkpoint step or folder name (default: the latest)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--generation", type=positive_int, metavar="N",
+                   help="instead of VQA: FID and faithfulness of N test generations (paper: 500)")
+    p.add_argument("--inception", metavar="FILE",
+                   help="with --generation: FID with this local TorchScript Inception-v3 instead of the reader")
     p.set_defaults(func=run_eval)
 
 
@@ -228,8 +232,15 @@ def run_draw(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from uvlm.eval.vqa import evaluate_vqa
 
+    require(not args.inception or args.generation, "--inception needs --generation N")
+    if args.inception:  # a bad weights file fails before the model loads
+        from uvlm.eval.fid import inception_extractor
+
+        inception_extractor(args.inception)
     loaded = _load(args)
     cfg = loaded.config
+    if args.generation:
+        return _eval_generation(args, loaded)
     n = args.questions or cfg.eval.questions
     require(n > 0, "no questions to evaluate: pass --questions N")
     step = int(loaded.state["step"])
@@ -243,4 +254,23 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"{cfg.variant} at step {step} ({loaded.checkpoint.name}), {report.count('total')} test questions:")
         print(report.format_table())
         print(f"answers: {path}", file=sys.stderr)
+    return 0
+
+
+def _eval_generation(args: argparse.Namespace, loaded) -> int:
+    from uvlm.eval.generation_metrics import evaluate_generation
+
+    import torch
+
+    torch.set_num_threads(loaded.config.runtime.threads)
+    r = evaluate_generation(loaded, n=args.generation, fid_extractor=args.inception or "reader")
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    fid, faith = r["fid"], r["faithfulness"]["scores"]
+    floor = f" (ground truth vs other real images: {r['fid_floor']['fid']:.1f})" if r.get("fid_floor") else ""
+    print(f"{loaded.config.variant} ({loaded.checkpoint.name}), {r['n']} test generations in {r['seconds']:.0f} s:")
+    print(f"FID ({fid['extractor']} features): {fid['fid']:.1f}{floor}")
+    print("faithfulness (reader on the drawings, VQA score rules): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in faith.items()))
     return 0
