@@ -153,8 +153,7 @@ class Preset:
 
 
 def _presets() -> dict[str, dict[str, Any]]:
-    raw = _read_toml("presets")
-    return raw
+    return _read_toml("presets")
 
 
 def load_preset(name: str) -> Preset:
