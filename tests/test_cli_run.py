@@ -71,6 +71,12 @@ def test_train_resume_ask_draw_eval(tmp_path, capsys, config_file):
     assert main(["eval", str(run), "--questions", "5", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["counts"]["total"] == 5 and report["step"] == 6
+    assert main(["eval", str(run), "--conditioning", "4", "--json"]) == 0
+    gap = json.loads(capsys.readouterr().out)
+    assert gap["n"] == 4 and gap["gap"] == pytest.approx(gap["shuffled"] - gap["own"]) and gap["own"] > 0
+    balance = gap["gradient_balance"]
+    assert balance["llm"]["text"] > 0 and balance["llm"]["ratio"] == pytest.approx(
+        balance["llm"]["text"] / balance["llm"]["vision"])
 
     _one_line_error(capsys, ["train", "--resume", str(run), "--variant", "VQ_u"], "--variant cannot change a run")
     _one_line_error(capsys, ["ask", str(run), str(tmp_path / "missing.png"), "q?"], "image")

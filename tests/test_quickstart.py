@@ -63,3 +63,17 @@ def test_bad_quickstart_config():
         QuickstartConfig(bias="colour")
     with pytest.raises(UserError, match="seeds"):
         QuickstartConfig(seeds=0)
+    with pytest.raises(UserError, match="--alpha must be 0 or more"):
+        QuickstartConfig(alpha=-1.0)
+
+
+def test_alpha_reweighs_only_the_unified_runs():
+    from uvlm.experiments.quickstart import run_configs
+    from uvlm.experiments.recipe import config_id
+
+    default = {(v, s): c for v, s, c in run_configs(QuickstartConfig(seeds=1))}
+    heavy = {(v, s): c for v, s, c in run_configs(QuickstartConfig(seeds=1, alpha=24.0))}
+    u, uni = ("SigLIP_u", 0), ("SigLIP-SigLIP", 0)
+    assert config_id(heavy[u].to_dict()) == config_id(default[u].to_dict())  # the baseline is shared, not retrained
+    assert heavy[uni].model.alpha == 24.0 and default[uni].model.alpha is None
+    assert config_id(heavy[uni].to_dict()) != config_id(default[uni].to_dict())

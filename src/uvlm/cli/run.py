@@ -83,6 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="instead of VQA: FID and faithfulness of N test generations (paper: 500)")
     p.add_argument("--inception", metavar="FILE",
                    help="with --generation: FID with this local TorchScript Inception-v3 instead of the reader")
+    p.add_argument("--conditioning", type=positive_int, metavar="N",
+                   help="instead of VQA: the teacher-forced vision loss of N test generations with their own vs "
+                        "shuffled instructions (does the generation head listen to the text?), and for mixed runs "
+                        "the gradient norms of the text and vision losses")
     p.set_defaults(func=run_eval)
 
 
@@ -233,6 +237,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from uvlm.eval.vqa import evaluate_vqa
 
     require(not args.inception or args.generation, "--inception needs --generation N")
+    require(not (args.generation and args.conditioning), "--generation and --conditioning are two evaluations: "
+                                                          "give one of them per call")
     if args.inception:  # a bad weights file fails before the model loads
         from uvlm.eval.fid import inception_extractor
 
@@ -241,6 +247,8 @@ def run_eval(args: argparse.Namespace) -> int:
     cfg = loaded.config
     if args.generation:
         return _eval_generation(args, loaded)
+    if args.conditioning:
+        return _eval_conditioning(args, loaded)
     n = args.questions or cfg.eval.questions
     require(n > 0, "no questions to evaluate: pass --questions N")
     step = int(loaded.state["step"])
@@ -254,6 +262,33 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"{cfg.variant} at step {step} ({loaded.checkpoint.name}), {report.count('total')} test questions:")
         print(report.format_table())
         print(f"answers: {path}", file=sys.stderr)
+    return 0
+
+
+def _eval_conditioning(args: argparse.Namespace, loaded) -> int:
+    from uvlm.eval.conditioning import gradient_balance, text_conditioning
+
+    import torch
+
+    torch.set_num_threads(loaded.config.runtime.threads)
+    r = text_conditioning(loaded, n=args.conditioning)
+    if loaded.config.mode == "mixed":
+        r["gradient_balance"] = gradient_balance(loaded)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    print(f"{loaded.config.variant} ({loaded.checkpoint.name}), teacher-forced vision loss of {r['n']} test "
+          f"generations, own vs shuffled instructions:")
+    parts = [("all image tokens", r)] + ([(f"weather icon ({r['icon']['samples']} instructions name it)", r["icon"])]
+                                         if "icon" in r else [])
+    for name, x in parts:
+        print(f"  {name}: own {x['own']:.4f}, shuffled {x['shuffled']:.4f}, gap {x['gap']:+.4f} "
+              f"({100 * x['relative_gap']:+.1f}%)")
+    b = r.get("gradient_balance")
+    if b:
+        print(f"gradient norms on {b['n']} training samples, text loss vs {b['alpha']:g} x vision loss: "
+              + "; ".join(f"{g} {b[g]['text']:.4f} vs {b[g]['vision']:.4f} (ratio {b[g]['ratio']:.1f})"
+                          for g in ("llm", "vision")))
     return 0
 
 

@@ -28,6 +28,12 @@ def _pooled(source, tokens: torch.Tensor) -> np.ndarray:
     return torch.nn.functional.normalize(vecs, dim=-1).mean(dim=1).numpy()
 
 
+def _targets(source, cached: torch.Tensor) -> torch.Tensor:
+    """Cached encoder rows -> what the model generates (pooled, for a pooled source)."""
+    to_targets = getattr(source, "to_targets", None)
+    return to_targets(cached) if callable(to_targets) else cached
+
+
 @torch.no_grad()
 def feature_faithfulness(model, source, attribute: str = "weather", n_probe: int = 2000, n_generate: int = 120,
                          batch_size: int = 24, seed: int = 0) -> dict[str, Any]:
@@ -43,7 +49,7 @@ def feature_faithfulness(model, source, attribute: str = "weather", n_probe: int
     x, y = [], []
     for start in range(0, n_probe + 500, 250):
         samples = [real.sample("vqa", i) for i in range(start, min(start + 250, n_probe + 500))]
-        x.append(_pooled(source, source.encode_cached([s.image for s in samples])))
+        x.append(_pooled(source, _targets(source, source.encode_cached([s.image for s in samples]))))
         y += [values.index(getattr(s.attributes, attribute)) for s in samples]
     x, y = np.concatenate(x), np.array(y)
     probe = LogisticRegression(max_iter=2000).fit(x[:n_probe], y[:n_probe])

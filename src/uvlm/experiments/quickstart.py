@@ -57,6 +57,9 @@ class QuickstartConfig:
     """Global batch size."""
     lr: float = 1e-3
     """Peak learning rate of the LLM, adapters and head (warmup then cosine decay)."""
+    alpha: float = 0.0
+    """Weight of the vision loss in the unified models (loss = text + alpha x vision); 0: the target's default (1.0
+    for SigLIP, as in the paper). Understanding-only runs do not depend on it."""
     evals: int = 8
     """Evaluations over training (the curves' points)."""
     questions: int = 300
@@ -74,6 +77,7 @@ class QuickstartConfig:
         require(self.seeds >= 1, f"--seeds must be at least 1, got {self.seeds}")
         require(self.samples >= self.batch_size, f"--samples must be at least the batch size {self.batch_size}")
         require(self.evals >= 1, f"--evals must be at least 1, got {self.evals}")
+        require(self.alpha >= 0, f"--alpha must be 0 or more (0: the target's default), got {self.alpha}")
         Bias.parse(self.bias)
 
     def n_workers(self) -> int:
@@ -94,7 +98,7 @@ def recipe_and_preset(q: QuickstartConfig):
     preset = load_preset("cpu")
     run = json.loads(json.dumps(preset.run))
     run["vision"] = {**run.get("vision", {}), "source": q.source, "pool": q.pool}
-    run["model"] = {"llm": {"preset": q.llm}}
+    run["model"] = {"llm": {"preset": q.llm}, **({"alpha": q.alpha} if q.alpha else {})}
     run["optim"] = {**run.get("optim", {}), "batch_size": q.batch_size, "lr_llm": q.lr, "lr_vision": q.lr}
     run["eval"] = {**run.get("eval", {}), "questions": q.questions}
     rate = SAMPLES_PER_S.get(q.llm, SAMPLES_PER_S["tiny"]) * POOL_SPEEDUP.get(q.pool, POOL_SPEEDUP[2])

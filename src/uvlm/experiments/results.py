@@ -217,7 +217,7 @@ def final_values(records: Sequence[Mapping[str, Any]], metric: str) -> dict[str,
 
 
 #: Metric sections listed first in tables, in this order (the rest follow in first-appearance order).
-SECTION_ORDER = ("vqa", "fid", "faithfulness", "probe")
+SECTION_ORDER = ("vqa", "fid", "faithfulness", "conditioning", "probe")
 
 
 def is_bookkeeping(path: str) -> bool:

@@ -6,6 +6,7 @@ Folders (``ROOT`` is ``--root``, default ``runs/<preset>``)::
         config.json, checkpoints/, metrics.jsonl ...   (the run folder of ``uvlm train``)
         result.json                     written when training finished: final VQA scores and the curves
         eval-generation-<n>.json        FID + faithfulness of n test generations (recipes that ask for it)
+        conditioning-128.json           the text-conditioning gap of a generating run (with eval-generation)
         probe-<train>-<test>.json       the Figure 7 probe (recipes that ask for it)
         failed.json                     the error of a run that failed (it is retried on the next invocation)
     ROOT/<recipe>/sweep.json            recipe name, version and preset: a folder belongs to one recipe version
@@ -135,6 +136,12 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
             write_json_atomic(f, evaluate_generation(load_run(out), n=int(ev["generation"]),
                                                      fid_extractor=ev.get("inception") or "reader"))
+        f = out / CONDITIONING_FILE
+        if not f.is_file():
+            from uvlm.eval.conditioning import text_conditioning
+            from uvlm.train.checkpoint import load_run
+
+            write_json_atomic(f, text_conditioning(load_run(out), n=CONDITIONING_SAMPLES))
     if ev.get("probe"):
         n_train, n_test = ev["probe"]
         f = out / f"probe-{n_train}-{n_test}.json"
@@ -145,6 +152,11 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     body = read_finished(out, ev)
     assert body is not None
     return body
+
+
+#: Test generations over which a generating run's text-conditioning gap is measured, and the file it goes to.
+CONDITIONING_SAMPLES = 128
+CONDITIONING_FILE = f"conditioning-{CONDITIONING_SAMPLES}.json"
 
 
 def generation_eval_name(evaluate: dict[str, Any]) -> str:
@@ -171,6 +183,11 @@ def read_finished(run_dir: Path, evaluate: dict[str, Any]) -> dict[str, Any] | N
             g = json.loads(f.read_text())
             final["fid"] = {**g["fid"], "floor": (g.get("fid_floor") or {}).get("fid")}
             final["faithfulness"] = g["faithfulness"]["scores"]
+        f = run_dir / CONDITIONING_FILE
+        if f.is_file():
+            c = json.loads(f.read_text())
+            final["conditioning"] = {"gap": 100 * c["relative_gap"],
+                                     **({"icon_gap": 100 * c["icon"]["relative_gap"]} if "icon" in c else {})}
     if evaluate.get("probe"):
         f = run_dir / "probe-{}-{}.json".format(*evaluate["probe"])
         if f.is_file():

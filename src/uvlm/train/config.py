@@ -407,6 +407,8 @@ def variant_config(name: str, base: RunConfig | None = None) -> RunConfig:
     base = base or RunConfig()
     v = parse_variant(name)
     model = replace(base.model, encoder=v["encoder"], target=v["target"], detach=v["detach"], affine=v["affine"])
+    if v["target"] is None:  # no vision loss to weigh: an understanding-only config does not depend on alpha
+        model = replace(model, alpha=None)
     vision = replace(base.vision, understanding=v["encoder"], generation=v["target"])
     return replace(base, variant=v["name"], mode=v["mode"], vision=vision, model=model)
 
