@@ -99,3 +99,21 @@ def test_recipe_commands_in_the_docs_name_real_recipes_and_parse(tmp_path, monke
                     for a in argv]
             assert main(argv[1:] + (["--dry-run"] if "--dry-run" not in argv else [])) == 0, cmd
     capsys.readouterr()
+
+
+def test_every_uvlm_command_in_the_readme_and_docs_parses():
+    """Each ``uvlm ...`` line of the README and docs parses with the real CLI parser (flags exist and are typed
+    right); nothing runs."""
+    from uvlm.cli.main import build_parser
+
+    parser = build_parser()
+    text = README + "".join(p.read_text() for p in sorted((ROOT / "docs").glob("*.md")))
+    blocks = "\n".join(re.findall(r"```\w*\n(.*?)```", text, re.S))
+    lines = [l.split("  #")[0].strip() for l in blocks.splitlines() if re.match(r"\s*uvlm [a-z]", l)]
+    assert len(lines) >= 20
+    for cmd in lines:
+        argv = shlex.split(cmd.replace("<hash>", "HASH").rstrip("\\").strip())
+        try:
+            parser.parse_args(argv[1:])
+        except SystemExit as e:
+            raise AssertionError(f"does not parse: {cmd}") from e
