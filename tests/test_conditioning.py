@@ -74,12 +74,12 @@ def test_the_sweep_reads_a_runs_gap_into_its_record(tmp_path):
     from uvlm.experiments.sweep import CONDITIONING_FILE, read_finished
 
     (tmp_path / "result.json").write_text(json.dumps({"vqa": {"total": 50.0}, "curve": [], "train_seconds": 1.0}))
-    assert "conditioning" not in read_finished(tmp_path, {"generation": 200})["final"]
+    assert "conditioning" not in read_finished(tmp_path, {"conditioning": True})["final"]
     (tmp_path / CONDITIONING_FILE).write_text(json.dumps({"gap": 0.02, "relative_gap": 0.1, "icon": {
         "gap": 0.03, "relative_gap": 0.15}}))
-    final = read_finished(tmp_path, {"generation": 200})["final"]
+    final = read_finished(tmp_path, {"conditioning": True})["final"]
     assert final["conditioning"] == pytest.approx({"gap": 10.0, "icon_gap": 15.0})
-    assert "conditioning" not in read_finished(tmp_path, {})["final"]  # only recipes that evaluate generation
+    assert "conditioning" not in read_finished(tmp_path, {"generation": 200})["final"]  # only when asked for
 
 
 def test_gradient_balance_scales_with_alpha_and_leaves_no_gradients(fake_vision, tmp_path):

@@ -33,6 +33,11 @@ def test_quickstart_runs_tabulates_plots_and_skips_finished_runs(tmp_path, monke
     out = tmp_path / "qs"
     table = (out / "table.md").read_text()
     assert "| SigLIP_u |" in table and f"{TABLE_A5['SigLIP_u'][1]:.1f}" in table
+    # the unified runs' text-conditioning gap, under the table; none for understanding-only runs
+    gap = result["summary"]["SigLIP-SigLIP"]["conditioning_gap"]
+    assert gap["n"] == 2 and gap["min"] <= gap["mean"] <= gap["max"]
+    assert "conditioning_gap" not in result["summary"]["SigLIP_u"]
+    assert "SigLIP-SigLIP: vision loss" in table and "when the instructions are shuffled" in table
     assert (out / "curves.png").stat().st_size > 1000 and (out / "curves.pdf").is_file()
     saved = json.loads((out / "results.json").read_text())
     assert saved["summary"] == json.loads(json.dumps(result["summary"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 
@@ -94,7 +95,8 @@ def _tiny_preset() -> Preset:
 
 def _recipe():
     r = load_recipe("transfer-weather")
-    return dataclasses.replace(r, variants=("SigLIP_u", "SigLIP-SigLIP"), evaluate={"generation": False})
+    return dataclasses.replace(r, variants=("SigLIP_u", "SigLIP-SigLIP"),
+                               evaluate={"generation": False, "conditioning": True})
 
 
 def test_sweep_runs_tabulates_skips_finished_and_survives_a_failure(tmp_path, fake_vision, monkeypatch):
@@ -129,6 +131,9 @@ def test_sweep_runs_tabulates_skips_finished_and_survives_a_failure(tmp_path, fa
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/result.json")}
     again = run_sweep(recipe, preset, opts, log=lines.append)
     assert all(r["status"] == "done" for r in again["records"])
+    # the text-conditioning gap of the runs that generate (8 test generations here), none for understanding-only
+    assert all(("conditioning" in r["final"]) == (r["group"] == "SigLIP-SigLIP") for r in again["records"])
+    assert all(math.isfinite(r["final"]["conditioning"]["gap"]) for r in again["records"] if r["group"] != "SigLIP_u")
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert len(list((tmp_path / "runs").glob("*/result.json"))) == 4
     assert not list((tmp_path / "runs").glob("*/failed.json"))

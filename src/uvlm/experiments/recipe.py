@@ -82,7 +82,8 @@ class Recipe:
     """Paper-unit data: ``understanding`` and ``generation`` sample counts, ``bias`` (``ATTR[:SHARE]`` or empty)."""
     axes: dict[str, tuple[Any, ...]]
     evaluate: dict[str, Any]
-    """``generation`` (FID + faithfulness at the end of runs with a generation target), ``probe`` (Figure 7 probe)."""
+    """``generation`` (FID + faithfulness at the end of runs with a generation target), ``probe`` (Figure 7 probe),
+    ``conditioning`` (the text-conditioning gap of runs with a generation target)."""
     report: Any
     """The :class:`~uvlm.experiments.report.ReportSpec` built from the ``[report]`` table."""
     expected: dict[str, dict[str, Any]]
@@ -269,6 +270,7 @@ def expand(recipe: Recipe, preset: Preset, seeds: int, paths: dict[str, str] | N
                 "generation": preset.generation_eval if recipe.evaluate.get("generation") and cfg.mode != "understanding"
                 else 0,
                 "probe": list(preset.probe) if recipe.evaluate.get("probe") and cfg.mode != "generation" else None,
+                "conditioning": bool(recipe.evaluate.get("conditioning")) and cfg.mode != "understanding",
             }
             for seed in range(seeds):
                 d = copy.deepcopy(cfg_dict)

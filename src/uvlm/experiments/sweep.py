@@ -6,7 +6,7 @@ Folders (``ROOT`` is ``--root``, default ``runs/<preset>``)::
         config.json, checkpoints/, metrics.jsonl ...   (the run folder of ``uvlm train``)
         result.json                     written when training finished: final VQA scores and the curves
         eval-generation-<n>.json        FID + faithfulness of n test generations (recipes that ask for it)
-        conditioning-128.json           the text-conditioning gap of a generating run (with eval-generation)
+        conditioning.json               the text-conditioning gap of a run that generates (recipes that ask for it)
         probe-<train>-<test>.json       the Figure 7 probe (recipes that ask for it)
         failed.json                     the error of a run that failed (it is retried on the next invocation)
     ROOT/<recipe>/sweep.json            recipe name, version and preset: a folder belongs to one recipe version
@@ -136,12 +136,16 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
             write_json_atomic(f, evaluate_generation(load_run(out), n=int(ev["generation"]),
                                                      fid_extractor=ev.get("inception") or "reader"))
+    if ev.get("conditioning"):
         f = out / CONDITIONING_FILE
         if not f.is_file():
             from uvlm.eval.conditioning import text_conditioning
             from uvlm.train.checkpoint import load_run
 
-            write_json_atomic(f, text_conditioning(load_run(out), n=CONDITIONING_SAMPLES))
+            loaded = load_run(out)
+            n = min(CONDITIONING_SAMPLES, loaded.config.data.test.n_generation)
+            write_json_atomic(f, text_conditioning(loaded, n=n) if n >= 2 else {"skipped": "fewer than 2 test "
+                                                                                          "generation samples"})
     if ev.get("probe"):
         n_train, n_test = ev["probe"]
         f = out / f"probe-{n_train}-{n_test}.json"
@@ -154,9 +158,10 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-#: Test generations over which a generating run's text-conditioning gap is measured, and the file it goes to.
+#: Test generations over which a generating run's text-conditioning gap is measured (at most; fewer if the test
+#: split has fewer), and the file it goes to.
 CONDITIONING_SAMPLES = 128
-CONDITIONING_FILE = f"conditioning-{CONDITIONING_SAMPLES}.json"
+CONDITIONING_FILE = "conditioning.json"
 
 
 def generation_eval_name(evaluate: dict[str, Any]) -> str:
@@ -183,9 +188,10 @@ def read_finished(run_dir: Path, evaluate: dict[str, Any]) -> dict[str, Any] | N
             g = json.loads(f.read_text())
             final["fid"] = {**g["fid"], "floor": (g.get("fid_floor") or {}).get("fid")}
             final["faithfulness"] = g["faithfulness"]["scores"]
+    if evaluate.get("conditioning"):
         f = run_dir / CONDITIONING_FILE
-        if f.is_file():
-            c = json.loads(f.read_text())
+        c = json.loads(f.read_text()) if f.is_file() else {}
+        if "relative_gap" in c:
             final["conditioning"] = {"gap": 100 * c["relative_gap"],
                                      **({"icon_gap": 100 * c["icon"]["relative_gap"]} if "icon" in c else {})}
     if evaluate.get("probe"):
