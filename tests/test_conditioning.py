@@ -15,12 +15,7 @@ D, N = 16, 4
 SUNNY, RAINING = "Draw a smart watch with sunny weather.", "Draw a smart watch with raining weather."
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trained(listens: bool, steps: int = 60) -> UnifiedVLM:

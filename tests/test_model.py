@@ -23,12 +23,7 @@ INSTRUCTIONS = ["Draw a smart watch.", "Can you draw a smart watch, showing the 
                                        "displayed, and the battery in the top-left corner?"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
