@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (fast only on CPUs with AMX/AVX512-BF16)")
     ap.add_argument("--profile", action="store_true", help="also print where the time of one step goes")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the LLM body (inductor, dynamic shapes); compile time is left out of the rates")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -96,7 +98,13 @@ def main() -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    step(batch_at(0))  # warm-up
+    if args.compile:
+        model.llm.get_decoder().compile(dynamic=True)
+    t_compile = time.perf_counter()
+    step(batch_at(0))  # warm-up (and compilation)
+    if args.compile:
+        step(batch_at(0))
+    t_compile = time.perf_counter() - t_compile
     t_data = t_step = flops = tokens = 0.0
     for s in range(1, args.steps + 1):
         t0 = time.perf_counter()
@@ -114,6 +122,7 @@ def main() -> None:
     report = {
         "preset": args.preset, "params": sum(p.numel() for p in model.parameters()), "batch": args.batch,
         "tokens_per_sample": tokens / samples, "threads": args.threads, "bf16_autocast": args.bf16,
+        "compiled": args.compile, "warmup_s": t_compile,
         "samples_per_s": samples / total, "tokens_per_s": tokens / total,
         "step_s": t_step / args.steps, "data_s_per_step": t_data / args.steps,
         "achieved_gflops": flops / t_step / 1e9, "peak_gflops_mm2048": peak / 1e9,
