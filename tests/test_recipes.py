@@ -191,3 +191,20 @@ def test_a_wrong_inception_file_is_refused_before_anything_runs(tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert "is not a TorchScript module" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "root").exists()  # nothing was written
+
+
+def test_the_runtime_estimate_counts_training_evaluations_and_workers():
+    from uvlm.experiments.recipe import EVAL_SECONDS_PER_QUESTION, RUN_START_SECONDS, estimate_minutes
+
+    preset = load_preset("cpu")
+    runs = [r for r in expand(load_recipe("transfer-weather"), preset, 1) if r.labels["variant"] == "SigLIP_u"]
+    (run,) = runs
+    c = run.config
+    n = c.data.train.n_vqa + c.data.train.n_caption
+    evals = math.ceil(max(1, n // c.optim.batch_size) / c.eval.every)
+    evaluating = evals * c.eval.questions * EVAL_SECONDS_PER_QUESTION["siglip"]
+    want = RUN_START_SECONDS + n / preset.samples_per_s["siglip"] + evaluating
+    assert estimate_minutes(runs, preset, 1) == pytest.approx(want / 60)
+    assert estimate_minutes(runs * 4, preset, 2) == pytest.approx(2 * want / 60)  # 4 equal runs on 2 workers
+    vq = [r for r in expand(load_recipe("transfer-weather"), preset, 1) if r.labels["variant"] == "VQ_u"]
+    assert estimate_minutes(vq, preset, 1) > 3 * estimate_minutes(runs, preset, 1)
