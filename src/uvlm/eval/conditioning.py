@@ -29,7 +29,6 @@ import torch
 from uvlm.data.config import SplitConfig
 from uvlm.data.smartwatch import SmartWatch
 from uvlm.errors import require
-from uvlm.model.sequence import prediction_mask
 
 
 @torch.no_grad()
@@ -47,8 +46,7 @@ def per_token_vision_loss(model, instructions: list[str], targets: torch.Tensor,
         batch = batch.to(model.device)
         emb, loss_targets = model.input_embeddings(batch)
         hidden = model.decode(emb, batch.attention_mask).last_hidden_state
-        pred = model.vision_head(hidden[prediction_mask(batch.generation_mask)])
-        loss = model.target.per_token_loss(pred.float(), loss_targets.flatten(0, 1))
+        loss = model.vision_token_losses(hidden, batch.generation_mask, loss_targets)
         out.append(loss.reshape(rows.shape[0], -1).float().cpu())
     return torch.cat(out)
 
@@ -68,7 +66,7 @@ def text_conditioning(loaded_run, n: int = 128, seed: int = 0, batch_size: int =
     from uvlm.eval.probe import icon_cells
 
     model, sources, config = loaded_run.model, loaded_run.sources, loaded_run.config
-    source = sources.understanding if config.model.target == "llm-embeds" else sources.generation
+    source = sources.generation  # the understanding source itself for llm-embeds targets
     require(getattr(model, "target", None) is not None and source is not None,
             f"run {config.variant!r} is an understanding-only model: the text-conditioning gap needs a run with a "
             f"generation target")
@@ -77,8 +75,7 @@ def text_conditioning(loaded_run, n: int = 128, seed: int = 0, batch_size: int =
     require(split.n_generation >= n, f"the test split has {split.n_generation} generation samples, fewer than n={n}: "
                                      f"lower n")
     samples = list(SmartWatch(split).stream("generation", stop=n, with_image=True))
-    cached = source.encode_cached([s.image for s in samples])
-    targets = source.to_inputs(cached) if config.model.target == "llm-embeds" else source.to_targets(cached)
+    targets = sources.generation_targets(source.encode_cached([s.image for s in samples]), config.model.target)
     # a derangement-free shuffle is not needed: a sample keeping its own instruction only shrinks the gap
     order = np.random.default_rng(seed).permutation(n)
     instructions = [s.instruction for s in samples]
@@ -104,6 +101,8 @@ def gradient_balance(loaded_run, n: int = 96) -> dict[str, Any]:
     ``ratio`` (text / vision) says whether the generation task is heard at all. The model is left unchanged (its
     gradients are cleared).
     """
+    from torch.nn.utils import get_total_norm
+
     from uvlm.train.data import TrainData
 
     model, config = loaded_run.model, loaded_run.config
@@ -122,8 +121,7 @@ def gradient_balance(loaded_run, n: int = 96) -> dict[str, Any]:
         for name, loss in (("text", out.text_loss), ("vision", model.alpha * out.vision_loss)):
             model.zero_grad(set_to_none=True)
             loss.backward(retain_graph=name == "text")
-            norms[name] = {g: float(torch.sqrt(sum((p.grad.float() ** 2).sum() for p in ps if p.grad is not None)
-                                               or torch.zeros(())))
+            norms[name] = {g: float(get_total_norm([p.grad for p in ps if p.grad is not None]))
                            for g, ps in groups.items()}
     finally:
         model.zero_grad(set_to_none=True)

@@ -117,23 +117,22 @@ def run_configs(q: QuickstartConfig) -> list[tuple[str, int, Any]]:
 
 
 def summarize(records: list[dict[str, Any]], variants: tuple[str, ...]) -> dict[str, Any]:
-    """Mean, std and min/max over seeds of each variant's final scores."""
+    """Mean, std and min/max over seeds of each variant's final scores (and of its text-conditioning gap)."""
     summary: dict[str, Any] = {}
     for v in variants:
         finals = [r["final"]["vqa"] for r in records if r["variant"] == v and r.get("final")]
-        row = {}
-        for col in COLUMNS:
-            vals = np.array([f[col] for f in finals if f.get(col) is not None], dtype=float)
-            if len(vals):
-                row[col] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
-                            "min": float(vals.min()), "max": float(vals.max()), "n": int(len(vals))}
-        gaps = np.array([r["final"]["conditioning"]["gap"] for r in records
-                         if r["variant"] == v and (r.get("final") or {}).get("conditioning")], dtype=float)
-        if len(gaps):
-            row["conditioning_gap"] = {"mean": float(gaps.mean()), "min": float(gaps.min()), "max": float(gaps.max()),
-                                       "n": int(len(gaps))}
-        summary[v] = row
+        columns = {col: [f[col] for f in finals if f.get(col) is not None] for col in COLUMNS}
+        columns["conditioning_gap"] = [r["final"]["conditioning"]["gap"] for r in records
+                                       if r["variant"] == v and (r.get("final") or {}).get("conditioning")]
+        summary[v] = {col: _spread(vals) for col, vals in columns.items() if vals}
     return summary
+
+
+def _spread(values: list[float]) -> dict[str, float | int]:
+    """Mean, sample std (0 for one value), min, max and count."""
+    vals = np.array(values, dtype=float)
+    return {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+            "min": float(vals.min()), "max": float(vals.max()), "n": int(len(vals))}
 
 
 def format_conditioning(summary: dict[str, Any]) -> str:

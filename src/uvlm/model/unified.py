@@ -220,6 +220,13 @@ class UnifiedVLM(nn.Module):
             emb = emb.masked_scatter(gen.unsqueeze(-1), self.embed_generated(vectors).to(emb.dtype))
         return emb, loss_targets
 
+    def vision_token_losses(self, hidden: torch.Tensor, generation_mask: torch.Tensor,
+                            loss_targets: torch.Tensor) -> torch.Tensor:
+        """``(M_v,)`` the vision loss of every image token, in (row, token) order: the hidden state before each image
+        position of ``generation_mask`` ``(B, L)`` predicts that token of ``loss_targets`` ``(B_g, N_out, ...)``."""
+        pred = self.vision_head(hidden[prediction_mask(generation_mask)])  # row-major = target order
+        return self.target.per_token_loss(pred, loss_targets.flatten(0, 1))
+
     def forward(self, batch: Batch) -> UnifiedOutput:
         """Losses of a (mixed) batch: text cross-entropy over answer tokens + ``alpha`` x vision loss over image
         tokens, each a mean over the tokens that exist (padding and absent parts count for nothing)."""
@@ -232,11 +239,9 @@ class UnifiedVLM(nn.Module):
         text_loss = masked_mean(F.cross_entropy(logits.float(), batch.labels[:, 1:][text_pos], reduction="none"), None)
         n_text = int(text_pos.sum())
         # vision: the hidden state before each image position predicts that image token
-        img_pos = prediction_mask(batch.generation_mask)
-        n_img = int(img_pos.sum())
+        n_img = int(batch.generation_mask.sum())
         if n_img:
-            pred = self.vision_head(hidden[img_pos])  # (M_v, out_dim), row-major = target order
-            vision_loss = self.target.loss(pred, loss_targets.flatten(0, 1))
+            vision_loss = masked_mean(self.vision_token_losses(hidden, batch.generation_mask, loss_targets), None)
         else:
             vision_loss = hidden.sum() * 0.0
         loss = text_loss + self.alpha * vision_loss

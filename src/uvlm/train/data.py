@@ -51,6 +51,11 @@ class Sources:
     understanding: Any
     generation: Any | None
 
+    def generation_targets(self, cached: torch.Tensor, target: str) -> torch.Tensor:
+        """Cached generation-source rows -> the vectors or ids a ``target`` model is trained to generate (``llm-embeds``:
+        the understanding inputs; otherwise the generation source's targets)."""
+        return self.understanding.to_inputs(cached) if target == "llm-embeds" else self.generation.to_targets(cached)
+
     def identities(self) -> dict[str, Any]:
         return {"understanding": self.understanding.identity(),
                 "generation": None if self.generation is None else self.generation.identity()}
@@ -209,11 +214,7 @@ class TrainData:
         if gen:
             require(self.gen_cache is not None, "generation samples need a generation source")
             cached = self.gen_cache.get([samples[k].image_index for k in gen])
-            if self.config.model.target == "llm-embeds":
-                y = self.sources.understanding.to_inputs(cached)
-            else:
-                y = self.sources.generation.to_targets(cached)
-            targs = dict(zip(gen, y))
+            targs = dict(zip(gen, self.sources.generation_targets(cached, self.config.model.target)))
         examples, counts = [], Counts()
         for k, s in enumerate(samples):
             e = self.sequences.example(s, features=feats.get(k), targets=targs.get(k))
