@@ -97,6 +97,7 @@ def test_draw_without_a_pixel_decoder_and_understanding_only_runs(tmp_path, caps
                     "cannot be turned into pixels")
     _one_line_error(capsys, ["draw", str(tmp_path / "SigLIP_u"), "Draw a watch.", str(tmp_path / "a.png")],
                     "understanding-only model")
+    _one_line_error(capsys, ["eval", str(tmp_path / "SigLIP_u"), "--conditioning", "4"], "understanding-only model")
     assert not (tmp_path / "a.png").exists()
 
 

@@ -75,6 +75,7 @@ def test_paper_preset_needs_its_checkpoints():
     (["run", "affine", "--inception", "/"], "is a directory, not a file"),
     (["run", "affine", "--seeds", "0"], "--seeds must be at least 1"),
     (["eval", "/nonexistent", "--inception", "x.pt"], "--inception needs --generation N"),
+    (["eval", "/nonexistent", "--generation", "10", "--conditioning", "5"], "give one of them per call"),
     (["eval", "/nonexistent", "--generation", "10", "--inception", "/nonexistent/x.pt"], "not found"),
 ])
 def test_bad_recipe_commands_are_one_line_errors(argv, message, capsys):
