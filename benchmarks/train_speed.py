@@ -1,12 +1,13 @@
 """Training speed of the CPU default: samples/s, tokens/s and achieved FLOP/s against a measured matmul peak.
 
-    python benchmarks/train_speed.py [--preset tiny] [--batch 32] [--steps 8] [--profile]
+    python benchmarks/train_speed.py [--preset tiny] [--batch 32] [--steps 8] [--length-groups 4] [--profile]
 
-Setup: the ``tiny`` Llama preset (full training, AdamW, fp32, one thread), SigLIP-SigLIP with 64 image tokens per
-image, a mixed batch of 32 SmartWatch samples (VQA, caption, generation; ~20 text tokens each plus 64 image tokens),
-features drawn at random (the frozen encoder is not part of a training step: its outputs are cached). Each step is
-exactly what :func:`uvlm.train.loop.train` does per micro-batch: build the examples, collate, forward, backward,
-AdamW step.
+Setup: the ``tiny`` Llama preset (full training, AdamW, fp32, one thread), SigLIP-SigLIP with 16 image tokens of 128
+dims per image (the cpu preset's pooled tiny tower; ``--tokens 64`` is the unpooled grid), a mixed batch of 32
+SmartWatch samples (VQA, caption, generation; 28-85 positions each with 16 image tokens), features drawn at random (the frozen encoder is not part of a training step: its outputs are cached). Each step is
+exactly what :func:`uvlm.train.loop.train` does per micro-batch: build the examples, sort them by length into
+``--length-groups`` parts (``runtime.length_groups``; the cpu preset's 4), collate each, forward and backward each,
+one AdamW step. ``--length-groups 1`` measures one padded batch.
 
 FLOPs of a step: ``6 x params x tokens`` for every matmul the step runs (decoder linears on every real position; the
 LM head only on answer positions, the vision head on predicted image positions, the adapters on image positions,
@@ -55,9 +56,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--tokens", type=int, default=64, help="image tokens per image")
-    ap.add_argument("--dim", type=int, default=192, help="vision feature width")
+    ap.add_argument("--tokens", type=int, default=16, help="image tokens per image (the CPU default: 8x8 pooled 2x2)")
+    ap.add_argument("--dim", type=int, default=128, help="vision feature width (the tiny SigLIP tower's)")
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--length-groups", type=int, default=4, help="length-sorted passes per batch (1: one padded batch)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (fast only on CPUs with AMX/AVX512-BF16)")
     ap.add_argument("--profile", action="store_true", help="also print where the time of one step goes")
@@ -71,6 +73,7 @@ def main() -> None:
     from uvlm.data.tokenizer import build_tokenizer
     from uvlm.model.config import LLMConfig, TemplateConfig, UnifiedConfig
     from uvlm.model.unified import UnifiedVLM
+    from uvlm.train.data import length_groups
 
     cfg = UnifiedConfig(encoder="siglip", input_dim=args.dim, target="siglip", target_dim=args.dim,
                         num_output_tokens=args.tokens, llm=LLMConfig(preset=args.preset))
@@ -89,12 +92,13 @@ def main() -> None:
             sample = sw.sample(task, i, with_image=False)
             x = torch.randn(args.tokens, args.dim, generator=g)
             examples.append(model.sequences.example(sample, features=x, targets=x))
-        return model.sequences.collate(examples)
+        return [model.sequences.collate(g) for g in length_groups(examples, args.length_groups)]
 
-    def step(batch):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            out = model(batch)
-        out.loss.backward()
+    def step(batches):
+        for batch in batches:  # unweighted sum of the parts' losses: the same matmuls as the loop's weighted sum
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                out = model(batch)
+            out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -105,7 +109,7 @@ def main() -> None:
     if args.compile:
         step(batch_at(0))
     t_compile = time.perf_counter() - t_compile
-    t_data = t_step = flops = tokens = 0.0
+    t_data = t_step = flops = tokens = positions = 0.0
     for s in range(1, args.steps + 1):
         t0 = time.perf_counter()
         batch = batch_at(s)
@@ -114,14 +118,16 @@ def main() -> None:
         t2 = time.perf_counter()
         t_data += t1 - t0
         t_step += t2 - t1
-        flops += step_flops(model, batch)
-        tokens += int(batch.attention_mask.sum())
+        flops += sum(step_flops(model, b) for b in batch)
+        tokens += sum(int(b.attention_mask.sum()) for b in batch)
+        positions += sum(b.attention_mask.numel() for b in batch)
     peak = matmul_peak()
     samples = args.batch * args.steps
     total = t_data + t_step
     report = {
         "preset": args.preset, "params": sum(p.numel() for p in model.parameters()), "batch": args.batch,
-        "tokens_per_sample": tokens / samples, "threads": args.threads, "bf16_autocast": args.bf16,
+        "tokens_per_sample": tokens / samples, "length_groups": args.length_groups,
+        "real_positions": tokens / positions, "threads": args.threads, "bf16_autocast": args.bf16,
         "compiled": args.compile, "warmup_s": t_compile,
         "samples_per_s": samples / total, "tokens_per_s": tokens / total,
         "step_s": t_step / args.steps, "data_s_per_step": t_data / args.steps,

@@ -59,6 +59,15 @@ def test_recipes_sharing_a_model_share_its_run():
     assert affine[("SigLIP*_u", 1)] != affine[("SigLIP_u", 1)]
 
 
+def test_execution_only_settings_keep_a_runs_id():
+    from uvlm.experiments.recipe import config_id
+
+    cfg = next(iter(expand(load_recipe("affine"), load_preset("cpu"), 1))).config.to_dict()
+    assert cfg["runtime"]["length_groups"] == 4  # the cpu preset's setting
+    assert config_id({**cfg, "runtime": {**cfg["runtime"], "length_groups": 1}}) == config_id(cfg)
+    assert config_id({**cfg, "seed": cfg["seed"] + 1}) != config_id(cfg)
+
+
 def test_paper_preset_needs_its_checkpoints():
     with pytest.raises(UserError, match="--path llm=PATH"):
         expand(load_recipe("affine"), load_preset("paper"), 1)

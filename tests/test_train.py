@@ -120,6 +120,35 @@ def test_accumulation_does_not_change_the_trajectory(tmp_path):
         train(cfg.with_(optim=OptimConfig(**{**cfg.optim.__dict__, "grad_accumulation": 3})), tmp_path / "c")
 
 
+def test_length_groups_cut_padding_and_keep_the_trajectory(tmp_path):
+    """Length-sorted passes over a batch waste fewer positions on padding and give the same losses and weights."""
+    from safetensors.torch import load_file
+
+    from uvlm.train.config import RuntimeConfig
+    from uvlm.train.data import length_groups
+
+    class Seq:
+        def __init__(self, n):
+            self.input_ids = [0] * n
+
+    parts = length_groups([Seq(n) for n in (9, 3, 7, 3, 5, 1, 8)], 3)
+    assert [[len(e.input_ids) for e in p] for p in parts] == [[1, 3], [3, 5, 7], [8, 9]]
+    assert len(length_groups([Seq(2), Seq(4)], 4)) == 2  # never an empty pass
+    padded = lambda groups: sum(len(g) * max(len(e.input_ids) for e in g) for g in groups)  # noqa: E731
+    seqs = [Seq(n) for n in (9, 3, 7, 3, 5, 1, 8)]
+    assert padded(length_groups(seqs, 3)) < padded(length_groups(seqs, 1)) == 7 * 9
+
+    cfg = tiny_config("SigLIP-SigLIP", steps=4)
+    one = train(cfg, tmp_path / "a", quiet=True)
+    grouped = train(cfg.with_(runtime=RuntimeConfig(length_groups=3)), tmp_path / "b", quiet=True)
+    assert one.losses == pytest.approx(grouped.losses, rel=0, abs=1e-5)
+    wa = load_file(str(tmp_path / "a/checkpoints/step-000004/model.safetensors"))
+    wb = load_file(str(tmp_path / "b/checkpoints/step-000004/model.safetensors"))
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 2e-4
+    with pytest.raises(UserError, match="runtime.length_groups"):
+        RuntimeConfig(length_groups=0)
+
+
 # ----- LoRA ----------------------------------------------------------------------------------------------------------
 def test_lora_trains_only_lora_adapters_head_and_new_token_rows(tmp_path):
     from uvlm.train.checkpoint import build_model, build_run_tokenizer

@@ -204,9 +204,17 @@ class PlannedRun:
         return f"{slug}-seed{self.seed}-{self.id[:8]}"
 
 
+EXECUTION_ONLY = (("runtime", "length_groups"),)
+"""Run-config keys that change how a run executes, not what it trains (beyond float rounding): left out of the run's
+id, so a sweep run again with another value reuses the runs it has."""
+
+
 def config_id(config_dict: dict[str, Any]) -> str:
     d = dict(config_dict)
     d.pop("out_dir", None)
+    for section, key in EXECUTION_ONLY:
+        if isinstance(d.get(section), dict):
+            d[section] = {k: v for k, v in d[section].items() if k != key}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

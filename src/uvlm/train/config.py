@@ -242,9 +242,14 @@ class RuntimeConfig:
     """``auto`` (GPU if available), ``cpu`` or ``cuda``."""
     mixed_precision: str = "auto"
     """``auto`` (bf16 on a GPU that supports it, off on CPU where it is slower), ``no``, ``bf16`` or ``fp16``."""
+    length_groups: int = 1
+    """Sort each micro-batch by sequence length and run it as this many forward/backward passes of similar length:
+    less padding, the same gradient up to float rounding (the loss is token-weighted over the global batch). On the
+    CPU default (sequences of 28-85 positions) 4 groups make a step ~20% faster; on a GPU, 1 keeps kernels large."""
 
     def __post_init__(self) -> None:
         _positive_int("runtime.threads", self.threads)
+        _positive_int("runtime.length_groups", self.length_groups)
         require(self.device in ("auto", "cpu", "cuda"), f"runtime.device must be auto, cpu or cuda, got {self.device!r}")
         require(self.mixed_precision in ("auto", "no", "bf16", "fp16"),
                 f"runtime.mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")

@@ -227,5 +227,14 @@ class TrainData:
         return examples, counts
 
 
+def length_groups(examples: Sequence[Any], groups: int) -> list[list[Any]]:
+    """``examples`` sorted by length (stable) and cut into ``groups`` contiguous, near-equal parts (fewer when there
+    are fewer examples): batches of similar length waste less compute on padding."""
+    ranked = sorted(examples, key=lambda e: len(e.input_ids))
+    k = max(1, min(groups, len(ranked)))
+    bounds = [round(i * len(ranked) / k) for i in range(k + 1)]
+    return [ranked[bounds[i]:bounds[i + 1]] for i in range(k)]
+
+
 __all__ = ["get_vision_source", "load_sources", "Sources", "feature_cache", "training_items", "SampleOrder",
-           "total_steps", "Counts", "TrainData"]
+           "total_steps", "Counts", "TrainData", "length_groups"]

@@ -2,8 +2,9 @@
 evaluation, atomic checkpoints.
 
 One optimiser step consumes one *global batch* of ``optim.batch_size`` samples (consecutive in the seeded order,
-:class:`~uvlm.train.data.SampleOrder`), split over ``processes x grad_accumulation`` micro-batches. Its loss is the
-token-weighted mean over the whole global batch::
+:class:`~uvlm.train.data.SampleOrder`), split over ``processes x grad_accumulation`` micro-batches, each run as
+``runtime.length_groups`` passes over length-sorted parts. Its loss is the token-weighted mean over the whole
+global batch::
 
     loss = sum(text CE over every answer token) / N_text + alpha * sum(vision loss over every image token) / N_image
 
@@ -31,7 +32,7 @@ from uvlm.train.checkpoint import (build_model, build_run_tokenizer, check_model
                                    list_checkpoints, load_training_state, load_weights, read_state, rng_state,
                                    save_checkpoint, set_rng_state, write_run_metadata)
 from uvlm.train.config import RunConfig, resolve_model_config
-from uvlm.train.data import Counts, TrainData, load_sources, total_steps
+from uvlm.train.data import Counts, TrainData, length_groups, load_sources, total_steps
 from uvlm.train.metrics import MetricsLogger, format_line
 
 
@@ -198,7 +199,8 @@ def train(config: RunConfig, out: str | Path | None = None, resume: bool = False
                 lo = (a * world + rank) * micro
                 examples, c = data.examples(items[lo:lo + micro])
                 local.add(c)
-                batches.append(unwrapped.sequences.collate(examples).to(accelerator.device))
+                for group in length_groups(examples, config.runtime.length_groups):
+                    batches.append(unwrapped.sequences.collate(group).to(accelerator.device))
             # global token counts of this step (the denominators of the loss)
             n_local = torch.tensor([[b.num_answer_tokens, b.num_image_tokens] for b in batches], dtype=torch.float64)
             n_global = accelerator.reduce(n_local.sum(0).to(accelerator.device), reduction="sum").cpu()
