@@ -82,3 +82,14 @@ def test_alpha_reweighs_only_the_unified_runs():
     assert config_id(heavy[u].to_dict()) == config_id(default[u].to_dict())  # the baseline is shared, not retrained
     assert heavy[uni].model.alpha == 24.0 and default[uni].model.alpha is None
     assert config_id(heavy[uni].to_dict()) != config_id(default[uni].to_dict())
+
+
+def test_another_bias_is_named_in_the_sweep_header_and_reaches_the_data():
+    from uvlm.experiments.quickstart import recipe_and_preset, run_configs
+
+    paper, _ = recipe_and_preset(QuickstartConfig())
+    assert "Table A5" in paper.reproduces
+    control, _ = recipe_and_preset(QuickstartConfig(bias="weather:0.2:0.5"))
+    assert "weather:0.2:0.5" in control.reproduces and "Table A5" not in control.reproduces
+    bias = run_configs(QuickstartConfig(seeds=1, bias="weather:0.2:0.5"))[0][2].data.train.bias
+    assert (bias.attribute, bias.vqa_share, bias.caption_share) == ("weather", 0.2, 0.5)

@@ -97,6 +97,9 @@ def recipe_and_preset(q: QuickstartConfig):
     recipe = load_recipe("transfer-weather")
     recipe = _replace(recipe, variants=tuple(q.variants), data={**recipe.data, "bias": q.bias},
                       evaluate={"generation": False, "probe": False, "conditioning": True})
+    if Bias.parse(q.bias) != Bias.parse(load_recipe("transfer-weather").data["bias"]):
+        recipe = _replace(recipe, reproduces=f"the transfer-weather setup with the bias {q.bias} instead of the "
+                                             f"paper's (attribute:VQA share:caption share)")
     preset = load_preset("cpu")
     run = json.loads(json.dumps(preset.run))
     run["vision"] = {**run.get("vision", {}), "source": q.source, "pool": q.pool}
