@@ -4,10 +4,11 @@
 
 Setup: the ``tiny`` Llama preset (full training, AdamW, fp32, one thread), SigLIP-SigLIP with 16 image tokens of 128
 dims per image (the cpu preset's pooled tiny tower; ``--tokens 64`` is the unpooled grid), a mixed batch of 32
-SmartWatch samples (VQA, caption, generation; 28-85 positions each with 16 image tokens), features drawn at random (the frozen encoder is not part of a training step: its outputs are cached). Each step is
-exactly what :func:`uvlm.train.loop.train` does per micro-batch: build the examples, sort them by length into
-``--length-groups`` parts (``runtime.length_groups``; the cpu preset's 4), collate each, forward and backward each,
-one AdamW step. ``--length-groups 1`` measures one padded batch.
+SmartWatch samples (VQA, caption, generation; 28-85 positions each with 16 image tokens), features drawn at random
+(the frozen encoder is not part of a training step: its outputs are cached). Each step is exactly what
+:func:`uvlm.train.loop.train` does per micro-batch: build the examples, sort them by length into ``--length-groups``
+parts (``runtime.length_groups``; the cpu preset's 4), collate each, forward and backward each, one AdamW step.
+``--length-groups 1`` measures one padded batch.
 
 FLOPs of a step: ``6 x params x tokens`` for every matmul the step runs (decoder linears on every real position; the
 LM head only on answer positions, the vision head on predicted image positions, the adapters on image positions,

@@ -94,10 +94,10 @@ def recipe_and_preset(q: QuickstartConfig):
 
     from uvlm.experiments.recipe import load_preset, load_recipe
 
-    recipe = load_recipe("transfer-weather")
-    recipe = _replace(recipe, variants=tuple(q.variants), data={**recipe.data, "bias": q.bias},
+    paper = load_recipe("transfer-weather")
+    recipe = _replace(paper, variants=tuple(q.variants), data={**paper.data, "bias": q.bias},
                       evaluate={"generation": False, "probe": False, "conditioning": True})
-    if Bias.parse(q.bias) != Bias.parse(load_recipe("transfer-weather").data["bias"]):
+    if Bias.parse(q.bias) != Bias.parse(paper.data["bias"]):
         recipe = _replace(recipe, reproduces=f"the transfer-weather setup with the bias {q.bias} instead of the "
                                              f"paper's (attribute:VQA share:caption share)")
     preset = load_preset("cpu")
