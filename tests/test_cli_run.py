@@ -75,8 +75,9 @@ def test_train_resume_ask_draw_eval(tmp_path, capsys, config_file):
     gap = json.loads(capsys.readouterr().out)
     assert gap["n"] == 4 and gap["gap"] == pytest.approx(gap["shuffled"] - gap["own"]) and gap["own"] > 0
     balance = gap["gradient_balance"]
-    assert balance["llm"]["text"] > 0 and balance["llm"]["ratio"] == pytest.approx(
-        balance["llm"]["text"] / balance["llm"]["vision"])
+    assert balance["blocks"]["text"] > 0 and balance["blocks"]["ratio"] == pytest.approx(
+        balance["blocks"]["text"] / balance["blocks"]["vision"])
+    assert len(balance["blocks"]["per_batch"]) == balance["batches"] > 1
 
     _one_line_error(capsys, ["train", "--resume", str(run), "--variant", "VQ_u"], "--variant cannot change a run")
     _one_line_error(capsys, ["ask", str(run), str(tmp_path / "missing.png"), "q?"], "image")

@@ -39,9 +39,15 @@ def test_every_recipe_loads_and_expands_at_every_preset(name):
             t = c.data.train
             und = r.labels.get("understanding", recipe.data.get("understanding", 120_000))
             assert t.n_vqa + t.n_caption == round(und * preset.data_scale)
-            if recipe.data.get("bias"):
+            bias = r.labels.get("bias", recipe.data.get("bias"))
+            if c.mode == "generation" or bias in ("", "none", None):  # a bias changes understanding data only
+                assert t.bias is None
+            else:
                 share = UNBIASED_VQA_SHARE * r.labels.get("bias_share", 0.25)
                 assert t.bias is not None and t.bias.vqa_share == pytest.approx(share)
+            if "epochs" in r.labels:
+                assert c.optim.epochs == r.labels["epochs"]
+            assert ("alpha" in r.labels) == ("alpha" in recipe.axes and c.mode == "mixed")
             if preset_name == "paper":
                 assert c.lora.enabled and (c.lora.r, c.lora.alpha) == (128, 256)
                 assert c.model.llm.pretrained == PAPER_PATHS["llm"] and c.optim.batch_size == 393
@@ -218,3 +224,46 @@ def test_the_runtime_estimate_counts_training_evaluations_and_workers():
     assert estimate_minutes(runs * 4, preset, 2) == pytest.approx(2 * want / 60)  # 4 equal runs on 2 workers
     vq = [r for r in expand(load_recipe("transfer-weather"), preset, 1) if r.labels["variant"] == "VQ_u"]
     assert estimate_minutes(vq, preset, 1) > 3 * estimate_minutes(runs, preset, 1)
+
+
+def test_a_sweep_continues_on_a_fresh_machine_from_committed_results(tmp_path, fake_vision, monkeypatch):
+    """Finished runs' results (JSON, predictions; no weights) go to the committed folder; a fresh root with that folder
+    trains nothing for them, regenerates the same tables, and trains only what is missing."""
+    import gzip
+
+    import uvlm.train.loop as loop
+
+    recipe, preset = _recipe(), _tiny_preset()
+    committed = tmp_path / "results"
+    first = run_sweep(recipe, preset, SweepOptions(seeds=1, root=str(tmp_path / "machine-a"), workers=1,
+                                                   only=("SigLIP_u",), results=str(committed)), log=lambda s: None)
+    done = [r for r in first["records"] if r["status"] == "done"]
+    assert len(done) == 1
+    kept = committed / "runs" / done[0]["dir"]
+    assert (kept / "result.json").is_file() and (kept / "config.json").is_file()
+    assert not list(kept.rglob("*.safetensors")) and not (kept / "checkpoints").exists()
+    with gzip.open(kept / "predictions-final.jsonl.gz", "rt") as fh:
+        assert len(fh.read().splitlines()) == preset.run["eval"]["questions"]
+    assert (committed / recipe.name / "results.md").is_file()
+
+    real_train = loop.train
+    trained: list[str] = []
+
+    def counting(config, out, **kw):
+        trained.append(config.variant)
+        return real_train(config, out, **kw)
+
+    monkeypatch.setattr(loop, "train", counting)
+    second = run_sweep(recipe, preset, SweepOptions(seeds=1, root=str(tmp_path / "machine-b"), workers=1,
+                                                    results=str(committed)), log=lambda s: None)
+    assert trained == ["SigLIP-SigLIP"]  # the committed SigLIP_u run was not trained again
+    by_group = {r["group"]: r for r in second["records"]}
+    assert all(r["status"] == "done" for r in second["records"])
+    assert by_group["SigLIP_u"]["final"]["vqa"] == done[0]["final"]["vqa"]
+    assert by_group["SigLIP_u"]["curve"] == done[0]["curve"]
+    assert len(list((committed / "runs").iterdir())) == 2  # the new run was committed too
+    # tables only, on a third fresh machine: everything from the committed folder, nothing trained
+    trained.clear()
+    third = run_sweep(recipe, preset, SweepOptions(seeds=1, root=str(tmp_path / "machine-c"), workers=1,
+                                                   results=str(committed), tables_only=True), log=lambda s: None)
+    assert trained == [] and [r["final"] for r in third["records"]] == [r["final"] for r in second["records"]]

@@ -70,15 +70,38 @@ def test_sample_order_is_a_seeded_permutation_per_epoch_addressed_by_position():
     assert len(items) == 15
     assert {t for t, _ in training_items(split, "understanding")} == {"vqa", "caption"}
     assert {t for t, _ in training_items(split, "generation")} == {"generation"}
-    a, b = SampleOrder(items, seed=3), SampleOrder(items, seed=3)
+    a, b = SampleOrder.for_mode(split, "mixed", 3), SampleOrder.for_mode(split, "mixed", 3)
     epoch0 = a.take(0, 15)
     assert sorted(epoch0) == sorted(items) and epoch0 != items
     assert b.take(0, 15) == epoch0
     assert a.take(15, 15) != epoch0 and sorted(a.take(15, 15)) == sorted(items)
     # any slice equals the same positions of one long read: resuming at a position is exact
-    whole = SampleOrder(items, seed=3).take(0, 40)
-    assert SampleOrder(items, seed=3).take(13, 9) == whole[13:22]
-    assert SampleOrder(items, seed=4).take(0, 15) != epoch0
+    whole = SampleOrder.for_mode(split, "mixed", 3).take(0, 40)
+    assert SampleOrder.for_mode(split, "mixed", 3).take(13, 9) == whole[13:22]
+    assert SampleOrder.for_mode(split, "mixed", 4).take(0, 15) != epoch0
+
+
+def test_arms_of_one_seed_see_identical_understanding_samples_in_identical_order():
+    """The paired design: understanding-only and mixed runs (any amount of generation data) share the stream."""
+    und_only = SampleOrder.for_mode(SplitConfig.train(n_vqa=40, n_caption=40, n_generation=80), "understanding", 7)
+    stream = und_only.take(0, 80 * 3)  # three epochs
+    for n_gen in (0, 40, 80, 320):
+        mixed = SampleOrder.for_mode(SplitConfig.train(n_vqa=40, n_caption=40, n_generation=n_gen), "mixed", 7)
+        seen = mixed.take(0, len(mixed) * 3)
+        assert [x for x in seen if x[0] != "generation"] == stream
+        gens = [x for x in seen if x[0] == "generation"]
+        assert len(gens) == 3 * n_gen and (not gens or sorted(set(gens)) == sorted(set(training_items(
+            SplitConfig.train(n_vqa=0, n_caption=0, n_generation=n_gen), "generation"))))
+        if n_gen:  # evenly spaced: every batch of 32 holds the same share of generation samples, up to one
+            share = n_gen / (80 + n_gen)
+            for lo in range(0, len(seen) - 32, 32):
+                k = sum(x[0] == "generation" for x in seen[lo:lo + 32])
+                assert abs(k - 32 * share) <= 1
+    # generation samples follow their own seed: the same in every mixed run of the seed, whatever the understanding data
+    g1 = SampleOrder.for_mode(SplitConfig.train(n_vqa=10, n_caption=10, n_generation=30), "mixed", 7)
+    g2 = SampleOrder.for_mode(SplitConfig.train(n_vqa=50, n_caption=50, n_generation=30), "mixed", 7)
+    assert [x for x in g1.take(0, 50) if x[0] == "generation"] == [x for x in g2.take(0, 130) if x[0] == "generation"]
+    assert SampleOrder.for_mode(SplitConfig.train(n_vqa=40, n_caption=40), "understanding", 8).take(0, 80) != stream[:80]
 
 
 # ----- every variant and mode learns ---------------------------------------------------------------------------------

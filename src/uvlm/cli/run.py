@@ -286,9 +286,9 @@ def _eval_conditioning(args: argparse.Namespace, loaded) -> int:
               f"({100 * x['relative_gap']:+.1f}%)")
     b = r.get("gradient_balance")
     if b:
-        print(f"gradient norms on {b['n']} training samples, text loss vs {b['alpha']:g} x vision loss: "
-              + "; ".join(f"{g} {b[g]['text']:.4f} vs {b[g]['vision']:.4f} (ratio {b[g]['ratio']:.1f})"
-                          for g in ("llm", "vision")))
+        print(f"gradient norms on {b['batches']} x {b['n']} training samples, text loss vs {b['alpha']:g} x vision "
+              f"loss: " + "; ".join(f"{g} {b[g]['text']:.4f} vs {b[g]['vision']:.4f} (ratio {b[g]['ratio']:.1f})"
+                                    for g in ("blocks", "embeddings", "vision")))
     return 0
 
 

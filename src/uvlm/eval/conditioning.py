@@ -92,14 +92,21 @@ def text_conditioning(loaded_run, n: int = 128, seed: int = 0, batch_size: int =
     return result
 
 
-def gradient_balance(loaded_run, n: int = 96) -> dict[str, Any]:
+def gradient_balance(loaded_run, n: int = 96, batches: int = 4) -> dict[str, Any]:
     """How much of the training gradient comes from each loss: the gradient norms of the text loss and of
-    ``alpha x`` the vision loss, per parameter group (``llm``; ``vision``: adapters and head), on the first ``n``
-    samples of the run's training order (a mixed batch for a mixed run).
+    ``alpha x`` the vision loss on ``batches`` batches of ``n`` samples of the run's training order (consecutive
+    slices from its start; mixed batches for a mixed run), per parameter group:
 
-    With Adam, a loss whose gradient on shared weights is many times smaller than the other's moves them little: the
-    ``ratio`` (text / vision) says whether the generation task is heard at all. The model is left unchanged (its
-    gradients are cleared).
+    - ``blocks``: the LLM's decoder blocks, the weights both losses share. This is the ratio that matters.
+    - ``embeddings``: the rest of the LLM (token embeddings, LM head, final norm), which only the text loss reaches
+      (the vision loss reaches the input embeddings of the vision tokens only).
+    - ``vision``: the adapters and the generation head.
+
+    Each group reports the per-batch norms and ratios and ``ratio`` (mean text norm / mean vision norm over the
+    batches). With Adam, a loss whose gradient on shared weights is many times smaller than the other's moves them
+    little: ``blocks.ratio`` (text / vision) says whether the generation task is heard at all. ``alpha`` is the run's
+    configured weight (a ``grad-norm`` run's learned weight is in its checkpoint's ``balance`` state). The model is
+    left unchanged (its gradients are cleared).
     """
     from torch.nn.utils import get_total_norm
 
@@ -109,28 +116,42 @@ def gradient_balance(loaded_run, n: int = 96) -> dict[str, Any]:
     require(getattr(model, "target", None) is not None and config.mode == "mixed",
             f"run {config.variant!r} trains one loss only ({config.mode}): the gradient balance needs a mixed run")
     require(n >= 2, f"the gradient balance needs at least 2 samples, got n={n}")
+    require(batches >= 1, f"the gradient balance needs at least 1 batch, got {batches}")
     data = TrainData(config, loaded_run.sources, model.sequences)
-    examples, _ = data.examples(data.order.take(0, n))
-    batch = model.sequences.collate(examples).to(model.device)
+    blocks = model.decoder_block_parameters()
+    ids = {id(p) for p in blocks}
+    parts = model.parameter_groups()
+    groups = {"blocks": blocks, "embeddings": [p for p in parts["llm"] if id(p) not in ids], "vision": parts["vision"]}
+    alpha = float(model.alpha)
     was_training = model.training
     model.train()
-    groups = model.parameter_groups()
+    per: dict[str, dict[str, list[float]]] = {g: {"text": [], "vision": []} for g in groups}
+    losses = {"text": [], "vision": []}
     try:
-        out = model(batch)
-        norms = {}
-        for name, loss in (("text", out.text_loss), ("vision", model.alpha * out.vision_loss)):
-            model.zero_grad(set_to_none=True)
-            loss.backward(retain_graph=name == "text")
-            norms[name] = {g: float(get_total_norm([p.grad for p in ps if p.grad is not None]))
-                           for g, ps in groups.items()}
+        for k in range(batches):
+            examples, _ = data.examples(data.order.take(k * n, n))
+            batch = model.sequences.collate(examples).to(model.device)
+            out = model(batch)
+            losses["text"].append(float(out.text_loss.detach()))
+            losses["vision"].append(float(out.vision_loss.detach()))
+            for name, loss in (("text", out.text_loss), ("vision", alpha * out.vision_loss)):
+                model.zero_grad(set_to_none=True)
+                if loss.requires_grad:
+                    loss.backward(retain_graph=name == "text")
+                for g, ps in groups.items():
+                    grads = [p.grad for p in ps if p.grad is not None]
+                    per[g][name].append(float(get_total_norm(grads)) if grads else 0.0)
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    result: dict[str, Any] = {"n": n, "alpha": model.alpha, "text_loss": float(out.text_loss.detach()),
-                              "vision_loss": float(out.vision_loss.detach())}
-    for g in groups:
-        t, v = norms["text"][g], norms["vision"][g]
-        result[g] = {"text": t, "vision": v, "ratio": t / v if v else float("inf")}
+    result: dict[str, Any] = {"n": n, "batches": batches, "alpha": alpha,
+                              "text_loss": float(np.mean(losses["text"])),
+                              "vision_loss": float(np.mean(losses["vision"]))}
+    for g, d in per.items():
+        t, v = float(np.mean(d["text"])), float(np.mean(d["vision"]))
+        result[g] = {"text": t, "vision": v, "ratio": t / v if v else float("inf"),
+                     "per_batch": [{"text": a, "vision": b, "ratio": a / b if b else float("inf")}
+                                   for a, b in zip(d["text"], d["vision"])]}
     return result
 
 

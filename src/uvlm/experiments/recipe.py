@@ -15,6 +15,13 @@ Axes (``[axes]``, each a list; runs are the product of variants and axis values)
 - ``understanding``: understanding samples (VQA + caption, half each), paper units.
 - ``generation``: generation samples, paper units.
 - ``bias_share``: the biased attribute's VQA share relative to its unbiased share (0: never asked, 1: unbiased).
+- ``bias``: the bias itself, ``ATTR[:VQA_SHARE[:CAPTION_SHARE]]`` or ``"none"`` (unbiased): e.g. a biased run and its
+  unbiased control in one recipe.
+- ``alpha``: the vision-loss weight of mixed runs, a number (``0`` is the no-vision-gradient control) or ``"auto"``
+  (the gradient-norm balance, :class:`~uvlm.train.config.BalanceConfig`). Runs that train one loss only do not depend
+  on it: they are expanded once, without the label.
+- ``epochs``: passes over the training data (``optim.epochs``).
+- ``adapter``: the adapter kind (``linear``, ``mlp``).
 """
 
 from __future__ import annotations
@@ -34,7 +41,10 @@ from uvlm.errors import UserError, require
 
 #: The unbiased share of each VQA attribute (five attributes asked with equal probability).
 UNBIASED_VQA_SHARE = 0.2
-AXES = ("understanding", "generation", "bias_share")
+AXES = ("understanding", "generation", "bias_share", "bias", "alpha", "epochs", "adapter")
+#: Axes a mode does not depend on: its runs drop them (one run, no label). A bias changes only understanding data,
+#: so generation-only runs train on the unbiased split; alpha weighs two losses, so only mixed runs have it.
+IGNORED_AXES = {"understanding": ("alpha",), "generation": ("alpha", "bias", "bias_share"), "mixed": ()}
 _RECIPE_KEYS = {"extends", "name", "version", "title", "reproduces", "command", "variants", "data", "axes", "evaluate",
                 "report", "expected", "notes"}
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
@@ -83,7 +93,9 @@ class Recipe:
     axes: dict[str, tuple[Any, ...]]
     evaluate: dict[str, Any]
     """``generation`` (FID + faithfulness at the end of runs with a generation target), ``probe`` (Figure 7 probe),
-    ``conditioning`` (the text-conditioning gap of runs with a generation target)."""
+    ``conditioning`` (the text-conditioning gap of runs with a generation target), ``feature_probe`` (N: does a run
+    with a SigLIP target draw the requested weather? a probe fitted on real features, applied to the tokens it
+    generates for N test instructions that name the weather; no decoder needed)."""
     report: Any
     """The :class:`~uvlm.experiments.report.ReportSpec` built from the ``[report]`` table."""
     expected: dict[str, dict[str, Any]]
@@ -247,17 +259,21 @@ def expand(recipe: Recipe, preset: Preset, seeds: int, paths: dict[str, str] | N
     axes = recipe.axes
     names = list(axes)
     runs: list[PlannedRun] = []
+    seen_groups: set[str] = set()
     for variant in recipe.variants:
+        mode = variant_config(variant, base).mode
         for values in product(*[axes[n] for n in names]) if names else [()]:
-            labels: dict[str, Any] = {"variant": variant, **dict(zip(names, values))}
+            labels: dict[str, Any] = {"variant": variant, **{n: v for n, v in zip(names, values)
+                                                             if n not in IGNORED_AXES[mode]}}
             und = labels.get("understanding", data.get("understanding", 120_000))
             gen = labels.get("generation", data.get("generation", 60_000))
             n_und = _count(und, preset.data_scale)
             n_vqa, n_cap = (n_und + 1) // 2, n_und // 2
             n_gen = _count(gen, preset.data_scale)
             bias = None
-            if data.get("bias"):
-                bias = Bias.parse(data["bias"])
+            bias_text = str(labels.get("bias", data.get("bias") or ""))
+            if bias_text and bias_text != "none" and mode != "generation":
+                bias = Bias.parse(bias_text)
                 if "bias_share" in labels:
                     bias = Bias(bias.attribute, round(UNBIASED_VQA_SHARE * float(labels["bias_share"]), 6),
                                 bias.caption_share)
@@ -265,8 +281,9 @@ def expand(recipe: Recipe, preset: Preset, seeds: int, paths: dict[str, str] | N
             if cfg.mode == "understanding" and n_und == 0 or cfg.mode == "generation" and n_gen == 0:
                 continue  # nothing to train at this axis point
             train_split = SplitConfig.train(n_vqa=n_vqa, n_caption=n_cap, n_generation=n_gen, bias=bias)
+            cfg = _apply_axes(cfg, labels)
             n_items = {"understanding": n_und, "generation": n_gen, "mixed": n_und + n_gen}[cfg.mode]
-            steps = max(1, n_items // cfg.optim.batch_size)
+            steps = cfg.optim.steps or max(1, int(cfg.optim.epochs * n_items) // cfg.optim.batch_size)
             every = max(1, math.ceil(steps / max(1, preset.evals)))
             cfg_dict = cfg.to_dict()
             cfg_dict["data"]["train"] = train_split.to_dict()
@@ -274,11 +291,16 @@ def expand(recipe: Recipe, preset: Preset, seeds: int, paths: dict[str, str] | N
             cfg_dict["checkpoint"].update(every=every, at_end=True, keep=1)
             cfg_dict["log"].update(interval=max(1, every // 2))
             group = variant + "".join(f" {k}={v}" for k, v in labels.items() if k != "variant")
+            if group in seen_groups:
+                continue
+            seen_groups.add(group)
             evaluate = {
                 "generation": preset.generation_eval if recipe.evaluate.get("generation") and cfg.mode != "understanding"
                 else 0,
                 "probe": list(preset.probe) if recipe.evaluate.get("probe") and cfg.mode != "generation" else None,
                 "conditioning": bool(recipe.evaluate.get("conditioning")) and cfg.mode != "understanding",
+                "feature_probe": (int(recipe.evaluate.get("feature_probe") or 0)
+                                  if cfg.mode != "understanding" and cfg.model.target == "siglip" else 0),
             }
             for seed in range(seeds):
                 d = copy.deepcopy(cfg_dict)
@@ -289,6 +311,30 @@ def expand(recipe: Recipe, preset: Preset, seeds: int, paths: dict[str, str] | N
                 runs.append(PlannedRun(id=cid, group=group, labels=labels, seed=seed, config=c, evaluate=evaluate))
     require(runs, f"recipe {recipe.name!r} expands to no runs at preset {preset.name!r}")
     return runs
+
+
+def _apply_axes(cfg, labels: dict[str, Any]):
+    """The run config with the model/optimiser axes of ``labels`` applied (``alpha``, ``epochs``, ``adapter``)."""
+    from dataclasses import replace
+
+    from uvlm.train.config import BalanceConfig
+
+    if "alpha" in labels:
+        a = labels["alpha"]
+        if a == "auto":
+            cfg = replace(cfg, model=replace(cfg.model, alpha=None), balance=BalanceConfig(rule="grad-norm"))
+        else:
+            require(isinstance(a, (int, float)) and not isinstance(a, bool) and a >= 0,
+                    f"axis alpha takes numbers >= 0 or 'auto', got {a!r}")
+            cfg = replace(cfg, model=replace(cfg.model, alpha=float(a)))
+    if "epochs" in labels:
+        e = labels["epochs"]
+        require(isinstance(e, (int, float)) and not isinstance(e, bool) and e > 0,
+                f"axis epochs takes positive numbers, got {e!r}")
+        cfg = replace(cfg, optim=replace(cfg.optim, epochs=float(e), steps=None))
+    if "adapter" in labels:
+        cfg = replace(cfg, model=replace(cfg.model, adapter=str(labels["adapter"])))
+    return cfg
 
 
 #: Seconds per test VQA question of a periodic evaluation, by understanding input, on one thread (measured on the
@@ -312,7 +358,9 @@ def estimate_minutes(runs: list[PlannedRun], preset: Preset, workers: int) -> fl
         gen = t.n_generation if c.mode != "understanding" else 0
         u_rate = rate_v if c.vision.understanding == "vq" else rate_s
         g_rate = rate_v if c.vision.generation == "vq" else rate_s
-        steps = max(1, (und + gen) // c.optim.batch_size)
+        ep = c.optim.epochs if c.optim.steps is None else c.optim.steps * c.optim.batch_size / max(1, und + gen)
+        und, gen = und * ep, gen * ep
+        steps = max(1, int(und + gen) // c.optim.batch_size)
         evals = math.ceil(steps / c.eval.every) if c.eval.every else 1
         per_question = EVAL_SECONDS_PER_QUESTION["vq" if c.vision.understanding == "vq" else "siglip"]
         secs = RUN_START_SECONDS + und / u_rate + gen / g_rate + evals * c.eval.questions * per_question

@@ -60,6 +60,11 @@ class SweepOptions:
     tables_only: bool = False
     """Write the tables and the report from the runs finished so far (e.g. after an interrupted sweep); train
     nothing."""
+    results: str = ""
+    """Folder of committed results (JSON and predictions, no weights; the repository keeps its own in
+    ``results/<preset>``): a run finished there is not trained again, each run finished now is copied there, and the
+    recipe's tables are written there too. So a sweep continues on a fresh machine from what was committed. Empty:
+    none."""
 
 
 def cores() -> int:
@@ -128,6 +133,10 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         result = {"id": job["id"], "steps": r.steps, "train_seconds": time.time() - t0, "vqa": vqa, "curve": curve}
         write_json_atomic(done, result)
     ev = job["evaluate"]
+    if not list_checkpoints(out):  # a run restored from committed results has no weights: evaluate nothing new
+        body = read_finished(out, ev)
+        assert body is not None
+        return body
     if ev.get("generation"):
         f = out / generation_eval_name(ev)
         if not f.is_file():
@@ -146,6 +155,12 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
             n = min(CONDITIONING_SAMPLES, loaded.config.data.test.n_generation)
             write_json_atomic(f, text_conditioning(loaded, n=n) if n >= 2 else {"skipped": "fewer than 2 test "
                                                                                           "generation samples"})
+    if ev.get("feature_probe"):
+        f = out / feature_probe_name(ev)
+        if not f.is_file():
+            from uvlm.eval.generation import run_feature_faithfulness
+
+            write_json_atomic(f, run_feature_faithfulness(str(out), "weather", n_generate=int(ev["feature_probe"])))
     if ev.get("probe"):
         n_train, n_test = ev["probe"]
         f = out / f"probe-{n_train}-{n_test}.json"
@@ -162,6 +177,53 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 #: split has fewer), and the file it goes to.
 CONDITIONING_SAMPLES = 128
 CONDITIONING_FILE = "conditioning.json"
+
+
+#: What a committed run keeps (no weights): its final scores and curve, its config, its evaluations.
+COMMITTED_PATTERNS = ("result.json", "config.json", CONDITIONING_FILE, "eval-generation-*.json",
+                      "feature-probe-*.json", "probe-*.json")
+#: The final predictions of a committed run (gzip-compressed JSON lines).
+COMMITTED_PREDICTIONS = "predictions-final.jsonl.gz"
+
+
+def publish(run_dir: Path, committed: Path) -> None:
+    """Copy a finished run's results (no weights) into the committed folder ``committed`` (its own subfolder)."""
+    import gzip
+    import shutil
+
+    if not (run_dir / "result.json").is_file():
+        return
+    committed.mkdir(parents=True, exist_ok=True)
+    for pattern in COMMITTED_PATTERNS:
+        for f in sorted(run_dir.glob(pattern)):
+            tmp = committed / f".{f.name}.tmp"
+            shutil.copyfile(f, tmp)
+            os.replace(tmp, committed / f.name)
+    preds = sorted((run_dir / "predictions").glob("step-*.jsonl"))
+    if preds and not (committed / COMMITTED_PREDICTIONS).is_file():
+        tmp = committed / f".{COMMITTED_PREDICTIONS}.tmp"
+        with open(preds[-1], "rb") as src, gzip.GzipFile(tmp, "wb", mtime=0) as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, committed / COMMITTED_PREDICTIONS)
+
+
+def hydrate(committed: Path, run_dir: Path) -> bool:
+    """Restore a run finished elsewhere from its committed results into ``run_dir`` (which lacks them); ``True`` if
+    it did."""
+    import shutil
+
+    if (run_dir / "result.json").is_file() or not (committed / "result.json").is_file():
+        return False
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for f in sorted(committed.iterdir()):
+        if f.is_file() and not f.name.startswith(".") and not (run_dir / f.name).exists():
+            shutil.copyfile(f, run_dir / f.name)
+    return True
+
+
+def feature_probe_name(evaluate: dict[str, Any]) -> str:
+    """The file of a run's feature-space faithfulness (does it draw the requested weather?)."""
+    return f"feature-probe-weather-{int(evaluate['feature_probe'])}.json"
 
 
 def generation_eval_name(evaluate: dict[str, Any]) -> str:
@@ -194,6 +256,11 @@ def read_finished(run_dir: Path, evaluate: dict[str, Any]) -> dict[str, Any] | N
         if "relative_gap" in c:
             final["conditioning"] = {"gap": 100 * c["relative_gap"],
                                      **({"icon_gap": 100 * c["icon"]["relative_gap"]} if "icon" in c else {})}
+    if evaluate.get("feature_probe"):
+        f = run_dir / feature_probe_name(evaluate)
+        if f.is_file():
+            g = json.loads(f.read_text())
+            final["feature_probe"] = {"weather": g["probe_on_generated"], "weather_real": g["probe_on_real"]}
     if evaluate.get("probe"):
         f = run_dir / "probe-{}-{}.json".format(*evaluate["probe"])
         if f.is_file():
@@ -303,7 +370,9 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
     workers = max(1, min(opts.workers or cores(), len(runs)))
     root = sweep_root(opts, preset)
     store, folder = root / "runs", root / recipe.name
-    todo = [r for r in runs if not (store / r.folder / "result.json").is_file()]
+    committed = Path(opts.results) if opts.results else None
+    todo = [r for r in runs if not (store / r.folder / "result.json").is_file()
+            and not (committed and (committed / "runs" / r.folder / "result.json").is_file())]
     est = estimate_minutes(todo, preset, workers)
     est_text = f"about {est:.0f} min" if est == est else "not estimated (no speed measured for this preset here)"
     log(f"{recipe.name} v{recipe.version} ({recipe.reproduces})")
@@ -318,6 +387,11 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
     check_sweep_folder(folder, recipe, preset)
     store.mkdir(parents=True, exist_ok=True)
     everything = expand(recipe, preset, opts.seeds, paths)
+    if committed:
+        check_sweep_folder(committed / recipe.name, recipe, preset)
+        restored = sum(hydrate(committed / "runs" / r.folder, store / r.folder) for r in everything)
+        if restored:
+            log(f"{restored} finished run(s) restored from the committed results in {committed}")
     if opts.inception:
         weights = str(Path(opts.inception).resolve())
         for r in runs + everything:
@@ -326,6 +400,8 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
     if opts.tables_only:
         records = collect_records(recipe, everything, store)
         write_tables(recipe, preset, records, folder)
+        if committed:
+            write_tables(recipe, preset, records, committed / recipe.name)
         log(f"tables of {sum(r['status'] == 'done' for r in records)} finished runs (of {len(records)}) in {folder}")
         return {"records": records, "folder": str(folder), "wall_minutes": 0.0, "runs": runs}
     t0 = time.time()
@@ -335,7 +411,7 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
     jobs = {r.id + f"/{r.seed}": {"id": r.id, "dir": str(store / r.folder), "config": r.config.to_dict(),
                                   "evaluate": r.evaluate} for r in runs}
     by_key = {r.id + f"/{r.seed}": r for r in runs}
-    steps = {r.id: max(1, sum(_items(r)) // r.config.optim.batch_size) for r in runs}
+    steps = {r.id: _planned_steps(r) for r in runs}
 
     def collect(key: str, get: Callable[[], dict[str, Any]]) -> None:
         run = by_key[key]
@@ -343,6 +419,8 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
         try:
             get()
             failed.unlink(missing_ok=True)
+            if committed:
+                publish(store / run.folder, committed / "runs" / run.folder)
         except Exception as e:  # a failed run is recorded and the sweep carries on
             msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             failed.parent.mkdir(parents=True, exist_ok=True)
@@ -372,6 +450,10 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
 
     ordered = collect_records(recipe, everything, store)
     write_tables(recipe, preset, ordered, folder)
+    if committed:
+        for r in everything:  # runs finished by an earlier invocation that had no committed folder
+            publish(store / r.folder, committed / "runs" / r.folder)
+        write_tables(recipe, preset, ordered, committed / recipe.name)
     wall = (time.time() - t0) / 60.0
     todo_keys = {(r.id, r.seed) for r in todo}
     trained = [r for r in runs if (store / r.folder / "result.json").is_file() and (r.id, r.seed) in todo_keys]
@@ -384,6 +466,11 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
     log(f"done in {wall:.1f} min: {n['done']} runs finished, {n['failed']} failed, {n['missing']} not run "
         f"(of {len(ordered)} in the recipe at {opts.seeds} seeds); tables in {folder}")
     return {"records": ordered, "folder": str(folder), "wall_minutes": wall, "runs": runs}
+
+
+def _planned_steps(r: PlannedRun) -> int:
+    o = r.config.optim
+    return o.steps or max(1, int(o.epochs * sum(_items(r))) // o.batch_size)
 
 
 def _items(r: PlannedRun) -> tuple[int, int]:

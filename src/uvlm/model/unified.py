@@ -152,6 +152,15 @@ class UnifiedVLM(nn.Module):
         vision = [p for p in self.parameters() if p.requires_grad and id(p) not in seen]
         return {"llm": llm, "vision": vision}
 
+    def decoder_block_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters of the LLM's transformer blocks (LoRA weights only, under LoRA): the weights the
+        text and vision losses share. Not the token embeddings, the LM head or the final norm, which only the text
+        loss reaches, nor the adapters and the head."""
+        blocks = [p for n, p in self.llm.named_parameters() if p.requires_grad and ".layers." in f".{n}"]
+        require(blocks, "the LLM has no trainable parameters in its transformer blocks ('layers'): the gradient "
+                        "balance needs a decoder with trainable blocks")
+        return blocks
+
     def embed_understanding(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, N, D_in)`` features -> ``(B, N, hidden)`` LLM input vectors (adapter, then the affine map)."""
         require(features.shape[-1] == self.config.input_dim,

@@ -149,6 +149,41 @@ class OptimConfig:
                 f"optim.max_grad_norm must be > 0 or null, got {self.max_grad_norm!r}")
 
 
+#: Loss-balance rules: ``fixed`` (``loss = text + alpha x vision``, the paper) or ``grad-norm`` (alpha rescaled so
+#: that the two losses' gradients on the LLM's decoder blocks have equal running norms).
+BALANCE_RULES: tuple[str, ...] = ("fixed", "grad-norm")
+
+
+@dataclass(frozen=True)
+class BalanceConfig:
+    """How the text and vision losses of a mixed run are weighed against each other.
+
+    ``fixed`` keeps ``model.alpha`` (the paper's rule). ``grad-norm`` is the automatic balance, fixed before any result
+    was seen: every ``every`` optimiser steps (and at the first), the step's text loss and vision loss are
+    backpropagated separately; the norms of their gradients on the LLM's decoder blocks (the transformer layers: the
+    weights both tasks share; not the embeddings, the LM head or the final norm, which only the text loss reaches)
+    update running means (``momentum``, bias-corrected); the vision loss is then weighted by
+    ``alpha x mean_text / mean_vision`` (clipped to ``[1 / max_scale, max_scale]`` times alpha). The measuring step
+    trains like any other (its gradient is the same sum); it costs one more backward pass."""
+
+    rule: str = "fixed"
+    """One of :data:`BALANCE_RULES`."""
+    every: int = 10
+    """Measure the gradient norms every this many optimiser steps (``grad-norm``)."""
+    momentum: float = 0.9
+    """Running-mean momentum of the measured norms (``grad-norm``)."""
+    max_scale: float = 1000.0
+    """Bound on the factor applied to alpha (``grad-norm``)."""
+
+    def __post_init__(self) -> None:
+        require(self.rule in BALANCE_RULES, f"unknown balance rule {self.rule!r}: use one of {', '.join(BALANCE_RULES)}")
+        _positive_int("balance.every", self.every)
+        require(isinstance(self.momentum, (int, float)) and not isinstance(self.momentum, bool)
+                and 0 <= self.momentum < 1, f"balance.momentum must be in [0, 1), got {self.momentum!r}")
+        require(isinstance(self.max_scale, (int, float)) and not isinstance(self.max_scale, bool)
+                and self.max_scale >= 1, f"balance.max_scale must be >= 1, got {self.max_scale!r}")
+
+
 @dataclass(frozen=True)
 class LoRAConfig:
     """Low-rank adaptation of the LLM with ``peft`` (the paper's setting). Off by default: the CPU default trains a
@@ -188,6 +223,9 @@ class EvalConfig:
     """How many test VQA questions (the first ones of the test split; paper: 1,000)."""
     at_end: bool = True
     """Evaluate after the last step."""
+    final_questions: int | None = None
+    """Questions of the evaluation after the last step (``None``: ``questions``; the paper's figure: 1,000). More
+    questions at the end than along the curve buy a precise final score cheaply."""
     batch_size: int = 64
     """Questions answered per forward pass."""
     max_new_tokens: int = 16
@@ -197,6 +235,8 @@ class EvalConfig:
         _positive_int("eval.every", self.every, allow_zero=True)
         require(self.unit in ("steps", "samples"), f"eval.unit must be steps or samples, got {self.unit!r}")
         _positive_int("eval.questions", self.questions, allow_zero=True)
+        if self.final_questions is not None:
+            _positive_int("eval.final_questions", self.final_questions)
         _positive_int("eval.batch_size", self.batch_size)
         _positive_int("eval.max_new_tokens", self.max_new_tokens)
 
@@ -275,6 +315,8 @@ class RunConfig:
     """Optimiser and batch."""
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     """LoRA (off by default)."""
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
+    """How the text and vision losses are weighed (``fixed``: ``model.alpha``, the paper)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Periodic evaluation."""
     log: LogConfig = field(default_factory=LogConfig)
@@ -303,6 +345,11 @@ class RunConfig:
         if self.mode == "understanding":
             require(self.data.train.n_vqa + self.data.train.n_caption > 0,
                     "mode 'understanding' needs VQA or caption samples: set data.train.n_vqa / n_caption")
+        require(self.balance.rule == "fixed" or self.mode == "mixed",
+                f"balance.rule {self.balance.rule!r} weighs two losses but mode {self.mode!r} trains one: use "
+                f"balance.rule fixed")
+        require(self.balance.rule == "fixed" or self.model.alpha is None or self.model.alpha > 0,
+                "balance.rule grad-norm rescales alpha, which is 0: set model.alpha > 0 (or null) or use rule fixed")
         if self.mode == "generation":
             require(self.data.train.n_generation > 0,
                     "mode 'generation' needs generation samples: set data.train.n_generation")
@@ -312,7 +359,7 @@ class RunConfig:
         d: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         d["data"] = self.data.to_dict()
         d["model"] = self.model.to_dict()
-        for k in ("vision", "optim", "lora", "eval", "log", "checkpoint", "runtime"):
+        for k in ("vision", "optim", "lora", "balance", "eval", "log", "checkpoint", "runtime"):
             d[k] = asdict(d[k])
         return _jsonable(d)
 
@@ -321,7 +368,8 @@ class RunConfig:
         """Build from a (possibly partial) dict: missing keys keep their defaults, unknown keys are errors."""
         check_keys(cls, d, "run config")
         d = dict(d)
-        sub = {"vision": VisionConfig, "optim": OptimConfig, "lora": LoRAConfig, "eval": EvalConfig,
+        sub = {"vision": VisionConfig, "optim": OptimConfig, "lora": LoRAConfig, "balance": BalanceConfig,
+               "eval": EvalConfig,
                "log": LogConfig, "checkpoint": CheckpointConfig, "runtime": RuntimeConfig}
         for k, c in sub.items():
             if k in d:
@@ -442,6 +490,6 @@ def resolve_model_config(config: RunConfig, und_source, gen_source) -> UnifiedCo
     return replace(m, **kw)
 
 
-__all__ = ["RunConfig", "DataConfig", "VisionConfig", "OptimConfig", "LoRAConfig", "EvalConfig", "LogConfig",
+__all__ = ["RunConfig", "DataConfig", "VisionConfig", "OptimConfig", "LoRAConfig", "BalanceConfig", "BALANCE_RULES", "EvalConfig", "LogConfig",
            "CheckpointConfig", "RuntimeConfig", "MODES", "variant_config", "variant_names", "parse_variant",
            "paper_optim", "resolve_model_config", "LLMConfig"]

@@ -3,9 +3,11 @@
 - Understanding samples are the VQA and caption samples of the training split; generation samples are its generation
   samples. ``mixed`` trains on both, ``understanding`` (the ``_u`` models) on the first, ``generation`` (the ``_g``
   models) on the second, through the same code, so the token accounting of every mode is the same.
-- Order: the sample list (``vqa 0..``, ``caption 0..``, ``generation 0..``) is permuted deterministically from the
-  run seed, once per epoch (epoch ``e`` uses the seed ``(seed, e)``). Global batches are consecutive slices of the
-  permuted list; the data position is the integer number of samples consumed, so a resumed run continues exactly.
+- Order (:class:`SampleOrder`): understanding and generation samples are two streams, each permuted from the run
+  seed once per epoch; a mixed run interleaves the generation stream into the understanding stream at evenly spaced
+  positions. So runs of one seed are *paired*: every mode and every amount of generation data sees the same
+  understanding samples in the same order. Global batches are consecutive slices; the data position is the integer
+  number of samples consumed, so a resumed run continues exactly.
 - Vision tensors come from the frozen-encoder feature cache (:class:`~uvlm.train.features.FeatureCache`), keyed by the
   source's identity and the split; texts come from ``SmartWatch(split).sample(task, i, with_image=False)``.
 """
@@ -99,32 +101,70 @@ def training_items(split: SplitConfig, mode: str) -> list[Item]:
     return [(t, i) for t in tasks for i in range(split.count(t))]
 
 
-class SampleOrder:
-    """The deterministic order of the training items: a fresh permutation per epoch, addressed by position.
+#: Salts of the two streams' permutations (part of the data order's definition: changing them changes every run).
+_UND_STREAM, _GEN_STREAM = 1, 2
 
-    Position ``p`` (samples consumed so far) is item ``perm_e[p mod N]`` of epoch ``e = p // N``.
+
+class SampleOrder:
+    """The deterministic, *paired* order of the training items, addressed by position.
+
+    Understanding items (VQA, caption) and generation items are two streams, each permuted by its own seeded
+    permutation per epoch (epoch ``e`` of a stream uses the seed ``(seed, e, stream)``). A mode reads:
+
+    - ``understanding``: the understanding stream alone;
+    - ``generation``: the generation stream alone;
+    - ``mixed``: the understanding stream with the generation items interleaved at evenly spaced positions (within
+      each epoch of ``N = N_u + N_g`` positions, position ``q`` is a generation item iff ``floor((q + 1) N_g / N)``
+      exceeds ``floor(q N_g / N)``), so every batch holds the same share of generation samples.
+
+    Hence the paired design: at the same seed, an understanding-only run and every mixed run (whatever its alpha or
+    its amount of generation data) see identical understanding samples in identical order; the mixed runs only add
+    generation samples between them. Position ``p`` (samples consumed so far) is all a resumed run needs.
     """
 
-    def __init__(self, items: Sequence[Item], seed: int):
-        require(len(items) > 0, "the training split has no samples for this mode: raise the sample counts")
-        self.items = list(items)
+    def __init__(self, understanding: Sequence[Item], generation: Sequence[Item], seed: int):
+        self.understanding = list(understanding)
+        self.generation = list(generation)
+        require(len(self) > 0, "the training split has no samples for this mode: raise the sample counts")
         self.seed = int(seed)
-        self._perms: dict[int, np.ndarray] = {}
+        self._perms: dict[tuple[int, int], np.ndarray] = {}
+
+    @classmethod
+    def for_mode(cls, split: SplitConfig, mode: str, seed: int) -> "SampleOrder":
+        und = training_items(split, "understanding") if mode != "generation" else []
+        gen = training_items(split, "generation") if mode != "understanding" else []
+        return cls(und, gen, seed)
+
+    @property
+    def items(self) -> list[Item]:
+        return self.understanding + self.generation
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.understanding) + len(self.generation)
 
-    def permutation(self, epoch: int) -> np.ndarray:
-        perm = self._perms.get(epoch)
+    def permutation(self, stream: int, epoch: int) -> np.ndarray:
+        """The permutation of one stream (``1`` understanding, ``2`` generation) in one epoch."""
+        key = (stream, epoch)
+        perm = self._perms.get(key)
         if perm is None:
-            perm = np.random.default_rng([self.seed, epoch, 0x0DA7A]).permutation(len(self.items))
-            self._perms = {epoch: perm}  # keep one epoch in memory
+            n = len(self.understanding) if stream == _UND_STREAM else len(self.generation)
+            perm = np.random.default_rng([self.seed, epoch, 0x0DA7A, stream]).permutation(n)
+            self._perms = {k: v for k, v in self._perms.items() if k[0] != stream}  # one epoch per stream
+            self._perms[key] = perm
         return perm
 
     def take(self, position: int, count: int) -> list[Item]:
         """Items ``position .. position + count - 1``."""
-        n = len(self.items)
-        return [self.items[int(self.permutation(p // n)[p % n])] for p in range(position, position + count)]
+        n, g = len(self), len(self.generation)
+        out = []
+        for p in range(position, position + count):
+            e, q = divmod(p, n)
+            before = q * g // n  # generation items before position q of this epoch
+            if (q + 1) * g // n > before:
+                out.append(self.generation[int(self.permutation(_GEN_STREAM, e)[before])])
+            else:
+                out.append(self.understanding[int(self.permutation(_UND_STREAM, e)[q - before])])
+        return out
 
 
 def total_steps(config: RunConfig, n_items: int) -> int:
@@ -194,7 +234,7 @@ class TrainData:
         if self.mode != "understanding" and sources.generation is not None:
             self.gen_cache = (self.und_cache if sources.generation is sources.understanding and self.und_cache
                               else feature_cache(sources.generation, self.split, chunk))
-        self.order = SampleOrder(training_items(self.split, self.mode), config.seed)
+        self.order = SampleOrder.for_mode(self.split, self.mode, config.seed)
 
     def prepare(self, progress=None) -> None:
         """Compute any missing cached features of the training images up front."""

@@ -8,7 +8,9 @@ global batch::
 
     loss = sum(text CE over every answer token) / N_text + alpha * sum(vision loss over every image token) / N_image
 
-with ``N_text`` / ``N_image`` counted over the global batch (one small all-reduce). Each micro-batch backpropagates
+with ``N_text`` / ``N_image`` counted over the global batch (one small all-reduce). ``alpha`` is ``model.alpha``, or
+under ``balance.rule = "grad-norm"`` the weight :class:`~uvlm.train.balance.LossBalance` sets from measured
+decoder-block gradient norms. Each micro-batch backpropagates
 its share of that sum, so the gradient does not depend on how the batch is split: 2 processes, or 1 process with 2
 accumulation steps, follow the same trajectory as 1 process with the whole batch (up to float rounding).
 
@@ -31,6 +33,7 @@ from uvlm.errors import UserError, require
 from uvlm.train.checkpoint import (build_model, build_run_tokenizer, check_model_config, latest_checkpoint,
                                    list_checkpoints, load_training_state, load_weights, read_state, rng_state,
                                    save_checkpoint, set_rng_state, write_run_metadata)
+from uvlm.train.balance import LossBalance, split_backward
 from uvlm.train.config import RunConfig, resolve_model_config
 from uvlm.train.data import Counts, TrainData, length_groups, load_sources, total_steps
 from uvlm.train.metrics import MetricsLogger, format_line
@@ -174,7 +177,8 @@ def train(config: RunConfig, out: str | Path | None = None, resume: bool = False
 
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
-    alpha = float(unwrapped.alpha)
+    balance = LossBalance(config.balance, float(unwrapped.alpha), (state.get("balance") if resume else None))
+    blocks = unwrapped.decoder_block_parameters() if balance.adaptive else []
     model.train()
     logger = MetricsLogger(out, steps, start, enabled=main, tensorboard=config.log.tensorboard, quiet=quiet)
     if start == 0:
@@ -206,16 +210,35 @@ def train(config: RunConfig, out: str | Path | None = None, resume: bool = False
             n_global = accelerator.reduce(n_local.sum(0).to(accelerator.device), reduction="sum").cpu()
             n_text, n_img = max(float(n_global[0]), 1.0), max(float(n_global[1]), 1.0)
             sums = torch.zeros(2, dtype=torch.float64)
+            alpha = balance.weight()  # the vision-loss weight of this step
+            measure = balance.due(step)  # backpropagate the two losses apart to measure their gradients
+            split = torch.zeros(2, dtype=torch.float64)
+            g_text = g_vision = None
             for a, batch in enumerate(batches):
-                sync = a == len(batches) - 1
+                # a measuring step under DDP accumulates local gradients and all-reduces them by hand below
+                sync = a == len(batches) - 1 and not (measure and world > 1)
                 with (contextlib.nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
                     res = model(batch)
                     w_text, w_img = float(n_local[a, 0]) / n_text, float(n_local[a, 1]) / n_img
                     # x world: DDP averages gradients over processes, we want their sum
-                    loss = (res.text_loss * w_text + alpha * res.vision_loss * w_img) * world
-                    accelerator.backward(loss)
+                    text_part, vision_part = res.text_loss * (w_text * world), res.vision_loss * (w_img * world)
+                    if measure:
+                        gt, gv = split_backward(accelerator.backward, text_part, vision_part, alpha, blocks)
+                        g_text = gt if g_text is None else g_text + gt
+                        g_vision = gv if g_vision is None else g_vision + gv
+                    else:
+                        accelerator.backward(text_part + alpha * vision_part)
                 sums += torch.tensor([res.text_loss.item() * w_text, res.vision_loss.item() * w_img],
                                      dtype=torch.float64)
+            if measure:
+                if world > 1:
+                    for p in model.parameters():
+                        if p.grad is not None:
+                            torch.distributed.all_reduce(p.grad)
+                            p.grad.div_(world)
+                split = torch.stack([g_text.square().sum(), g_vision.square().sum()]).to(accelerator.device)
+                split = accelerator.reduce(split, reduction="sum").cpu().sqrt() / world
+                balance.update(float(split[0]), float(split[1]))
             text_loss, vision_loss = (float(v) for v in accelerator.reduce(sums.to(accelerator.device),
                                                                            reduction="sum").cpu())
             step_loss = text_loss + alpha * vision_loss
@@ -249,6 +272,10 @@ def train(config: RunConfig, out: str | Path | None = None, resume: bool = False
                       "loss": step_loss, "text_loss": text_loss,
                       "vision_loss": vision_loss if config.model.target is not None else None,
                       "grad_norm": grad_norm, "world_size": world, **seen}
+            if config.model.target is not None:
+                record["alpha"] = alpha
+            if measure:  # decoder-block gradient norms of the text loss and the unweighted vision loss
+                record["block_grad_norms"] = {"text": float(split[0]), "vision": float(split[1])}
             if step % config.log.interval == 0 or step == steps:
                 n, wt = window["n"], max(window["time"], 1e-9)
                 eta = session["time"] / session["steps"] * (steps - step)
@@ -265,7 +292,8 @@ def train(config: RunConfig, out: str | Path | None = None, resume: bool = False
             # ----- evaluate -------------------------------------------------------------------------------------
             if _eval_due(config, step, steps, prev_position, position):
                 if main:
-                    last_eval = _evaluate(config, unwrapped, sources, out, step, seen, logger)
+                    last_eval = _evaluate(config, unwrapped, sources, out, step, seen, logger,
+                                          final=step == steps)
                     total = last_eval["vqa"]["total"]
                     if total is not None and total >= best.get("vqa_total", -1.0):
                         best = {"vqa_total": total, "step": step}
@@ -278,6 +306,7 @@ def train(config: RunConfig, out: str | Path | None = None, resume: bool = False
                 states = gather_object([rng_state()]) if world > 1 else [rng_state()]
                 if main:
                     state = {"step": step, "position": position, "counts": counts.to_dict(), "best": best,
+                             "balance": balance.state_dict(),
                              "total_steps": steps, "world_size": world, "seen": seen,
                              "model_config": config.model.to_dict(), "variant": config.variant}
                     path = save_checkpoint(out, step, unwrapped, optimizer.optimizer if hasattr(
@@ -308,13 +337,14 @@ def _eval_due(config: RunConfig, step: int, steps: int, prev_position: int, posi
 
 
 def _evaluate(config: RunConfig, model, sources, out: Path, step: int, seen: dict[str, int],
-              logger: MetricsLogger) -> dict[str, Any]:
+              logger: MetricsLogger, final: bool = False) -> dict[str, Any]:
     from uvlm.eval.vqa import evaluate_vqa
 
     t0 = time.perf_counter()
     path = out / "predictions" / f"step-{step:06d}.jsonl"
     e = config.eval
-    report = evaluate_vqa(model, sources.understanding, config.data.test, e.questions, batch_size=e.batch_size,
+    questions = e.final_questions if final and e.final_questions else e.questions
+    report = evaluate_vqa(model, sources.understanding, config.data.test, questions, batch_size=e.batch_size,
                           max_new_tokens=e.max_new_tokens, feature_chunk=config.data.feature_chunk,
                           predictions_path=path)
     d = report.to_dict()
