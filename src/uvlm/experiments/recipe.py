@@ -46,7 +46,7 @@ AXES = ("understanding", "generation", "bias_share", "bias", "alpha", "epochs", 
 #: so generation-only runs train on the unbiased split; alpha weighs two losses, so only mixed runs have it.
 IGNORED_AXES = {"understanding": ("alpha",), "generation": ("alpha", "bias", "bias_share"), "mixed": ()}
 _RECIPE_KEYS = {"extends", "name", "version", "title", "reproduces", "command", "variants", "data", "axes", "evaluate",
-                "report", "expected", "notes"}
+                "report", "expected", "notes", "controls", "verdict"}
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
 
 
@@ -101,6 +101,12 @@ class Recipe:
     expected: dict[str, dict[str, Any]]
     """Per preset: ``minutes`` (wall time on the machine named in ``machine``) and ``result`` (what it shows)."""
     notes: str = ""
+    controls: tuple[dict[str, Any], ...] = ()
+    """Extra runs outside the product of variants and axes, each a ``variant`` plus axis values (e.g. the unbiased
+    understanding-only control of a transfer study: ``{variant = "SigLIP_u", bias = "none"}``)."""
+    verdict: str = ""
+    """The pre-registered finding this recipe judges (a key of :data:`uvlm.experiments.verdicts.VERDICTS`), or
+    empty: the sweep prints and writes its verdict with the tables."""
 
 
 def load_recipe(name: str) -> Recipe:
@@ -136,10 +142,24 @@ def load_recipe(name: str) -> Recipe:
     rep = dict(d.get("report", {}))
     rep["table"] = rep.get("table") or None  # "" in a file: no paper table
     report = ReportSpec.from_recipe(rep)
+    controls = d.get("controls", [])
+    require(isinstance(controls, list) and all(isinstance(c, dict) and "variant" in c for c in controls),
+            f"recipe {name!r}: controls must be a list of tables, each with a variant")
+    for c in controls:
+        parse_variant(c["variant"])
+        bad = sorted(set(c) - {"variant", *AXES})
+        require(not bad, f"recipe {name!r}: control {c} has unknown key(s) {', '.join(bad)}: use variant and "
+                         f"{', '.join(AXES)}")
+    verdict = str(d.get("verdict", ""))
+    if verdict:
+        from uvlm.experiments.verdicts import VERDICTS
+
+        require(verdict in VERDICTS, f"recipe {name!r}: unknown verdict {verdict!r}: use one of {', '.join(VERDICTS)}")
     return Recipe(name=name, version=int(d["version"]), title=d["title"], reproduces=d["reproduces"],
                   command=d["command"], variants=tuple(d["variants"]), data=data,
                   axes={k: tuple(v) for k, v in axes.items()}, evaluate=d.get("evaluate", {}), report=report,
-                  expected=d.get("expected", {}), notes=d.get("notes", ""))
+                  expected=d.get("expected", {}), notes=d.get("notes", ""),
+                  controls=tuple(dict(c) for c in controls), verdict=verdict)
 
 
 # ----- presets ----------------------------------------------------------------------------------------------------
@@ -212,7 +232,9 @@ class PlannedRun:
 
     @property
     def folder(self) -> str:
-        slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.group.replace("*", "star")).strip("_")
+        """``<variant>-seed<k>-<id>``: named by the trained model, not by the recipe's row label, so recipes (and
+        axis points) that train the same config share one folder."""
+        slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.labels["variant"].replace("*", "star")).strip("_")
         return f"{slug}-seed{self.seed}-{self.id[:8]}"
 
 
@@ -260,55 +282,61 @@ def expand(recipe: Recipe, preset: Preset, seeds: int, paths: dict[str, str] | N
     names = list(axes)
     runs: list[PlannedRun] = []
     seen_groups: set[str] = set()
+    points: list[dict[str, Any]] = []
     for variant in recipe.variants:
         mode = variant_config(variant, base).mode
         for values in product(*[axes[n] for n in names]) if names else [()]:
-            labels: dict[str, Any] = {"variant": variant, **{n: v for n, v in zip(names, values)
-                                                             if n not in IGNORED_AXES[mode]}}
-            und = labels.get("understanding", data.get("understanding", 120_000))
-            gen = labels.get("generation", data.get("generation", 60_000))
-            n_und = _count(und, preset.data_scale)
-            n_vqa, n_cap = (n_und + 1) // 2, n_und // 2
-            n_gen = _count(gen, preset.data_scale)
-            bias = None
-            bias_text = str(labels.get("bias", data.get("bias") or ""))
-            if bias_text and bias_text != "none" and mode != "generation":
-                bias = Bias.parse(bias_text)
-                if "bias_share" in labels:
-                    bias = Bias(bias.attribute, round(UNBIASED_VQA_SHARE * float(labels["bias_share"]), 6),
-                                bias.caption_share)
-            cfg = variant_config(variant, base)
-            if cfg.mode == "understanding" and n_und == 0 or cfg.mode == "generation" and n_gen == 0:
-                continue  # nothing to train at this axis point
-            train_split = SplitConfig.train(n_vqa=n_vqa, n_caption=n_cap, n_generation=n_gen, bias=bias)
-            cfg = _apply_axes(cfg, labels)
-            n_items = {"understanding": n_und, "generation": n_gen, "mixed": n_und + n_gen}[cfg.mode]
-            steps = cfg.optim.steps or max(1, int(cfg.optim.epochs * n_items) // cfg.optim.batch_size)
-            every = max(1, math.ceil(steps / max(1, preset.evals)))
-            cfg_dict = cfg.to_dict()
-            cfg_dict["data"]["train"] = train_split.to_dict()
-            cfg_dict["eval"].update(every=every, unit="steps", at_end=True)
-            cfg_dict["checkpoint"].update(every=every, at_end=True, keep=1)
-            cfg_dict["log"].update(interval=max(1, every // 2))
-            group = variant + "".join(f" {k}={v}" for k, v in labels.items() if k != "variant")
-            if group in seen_groups:
-                continue
-            seen_groups.add(group)
-            evaluate = {
-                "generation": preset.generation_eval if recipe.evaluate.get("generation") and cfg.mode != "understanding"
-                else 0,
-                "probe": list(preset.probe) if recipe.evaluate.get("probe") and cfg.mode != "generation" else None,
-                "conditioning": bool(recipe.evaluate.get("conditioning")) and cfg.mode != "understanding",
-                "feature_probe": (int(recipe.evaluate.get("feature_probe") or 0)
-                                  if cfg.mode != "understanding" and cfg.model.target == "siglip" else 0),
-            }
-            for seed in range(seeds):
-                d = copy.deepcopy(cfg_dict)
-                d["seed"] = seed
-                d["model"]["seed"] = seed
-                c = RunConfig.from_dict(d)
-                cid = config_id(c.to_dict())
-                runs.append(PlannedRun(id=cid, group=group, labels=labels, seed=seed, config=c, evaluate=evaluate))
+            points.append({"variant": variant, **{n: v for n, v in zip(names, values) if n not in IGNORED_AXES[mode]}})
+    for control in recipe.controls:
+        mode = variant_config(control["variant"], base).mode
+        points.append({k: v for k, v in control.items() if k not in IGNORED_AXES[mode]})
+    for labels in points:
+        variant = labels["variant"]
+        mode = variant_config(variant, base).mode
+        und = labels.get("understanding", data.get("understanding", 120_000))
+        gen = labels.get("generation", data.get("generation", 60_000))
+        n_und = _count(und, preset.data_scale)
+        n_vqa, n_cap = (n_und + 1) // 2, n_und // 2
+        n_gen = _count(gen, preset.data_scale)
+        bias = None
+        bias_text = str(labels.get("bias", data.get("bias") or ""))
+        if bias_text and bias_text != "none" and mode != "generation":
+            bias = Bias.parse(bias_text)
+            if "bias_share" in labels:
+                bias = Bias(bias.attribute, round(UNBIASED_VQA_SHARE * float(labels["bias_share"]), 6),
+                            bias.caption_share)
+        cfg = variant_config(variant, base)
+        if cfg.mode == "understanding" and n_und == 0 or cfg.mode == "generation" and n_gen == 0:
+            continue  # nothing to train at this axis point
+        train_split = SplitConfig.train(n_vqa=n_vqa, n_caption=n_cap, n_generation=n_gen, bias=bias)
+        cfg = _apply_axes(cfg, labels)
+        n_items = {"understanding": n_und, "generation": n_gen, "mixed": n_und + n_gen}[cfg.mode]
+        steps = cfg.optim.steps or max(1, int(cfg.optim.epochs * n_items) // cfg.optim.batch_size)
+        every = max(1, math.ceil(steps / max(1, preset.evals)))
+        cfg_dict = cfg.to_dict()
+        cfg_dict["data"]["train"] = train_split.to_dict()
+        cfg_dict["eval"].update(every=every, unit="steps", at_end=True)
+        cfg_dict["checkpoint"].update(every=every, at_end=True, keep=1)
+        cfg_dict["log"].update(interval=max(1, every // 2))
+        group = variant + "".join(f" {k}={v}" for k, v in labels.items() if k != "variant")
+        if group in seen_groups:
+            continue
+        seen_groups.add(group)
+        evaluate = {
+            "generation": preset.generation_eval if recipe.evaluate.get("generation") and cfg.mode != "understanding"
+            else 0,
+            "probe": list(preset.probe) if recipe.evaluate.get("probe") and cfg.mode != "generation" else None,
+            "conditioning": bool(recipe.evaluate.get("conditioning")) and cfg.mode != "understanding",
+            "feature_probe": (int(recipe.evaluate.get("feature_probe") or 0)
+                              if cfg.mode != "understanding" and cfg.model.target == "siglip" else 0),
+        }
+        for seed in range(seeds):
+            d = copy.deepcopy(cfg_dict)
+            d["seed"] = seed
+            d["model"]["seed"] = seed
+            c = RunConfig.from_dict(d)
+            cid = config_id(c.to_dict())
+            runs.append(PlannedRun(id=cid, group=group, labels=labels, seed=seed, config=c, evaluate=evaluate))
     require(runs, f"recipe {recipe.name!r} expands to no runs at preset {preset.name!r}")
     return runs
 

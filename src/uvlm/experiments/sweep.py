@@ -2,7 +2,7 @@
 
 Folders (``ROOT`` is ``--root``, default ``runs/<preset>``)::
 
-    ROOT/runs/<group>-seed<k>-<id>/     one trained model per run config, shared by every recipe that trains it
+    ROOT/runs/<variant>-seed<k>-<id>/   one trained model per run config, shared by every recipe that trains it
         config.json, checkpoints/, metrics.jsonl ...   (the run folder of ``uvlm train``)
         result.json                     written when training finished: final VQA scores and the curves
         eval-generation-<n>.json        FID + faithfulness of n test generations (recipes that ask for it)
@@ -296,6 +296,13 @@ def write_tables(recipe: Recipe, preset: Preset, records: list[dict[str, Any]], 
     write_results(folder, present, recipe.name)
     if any(r["status"] == "done" for r in present):
         write_report(recipe.name, present, folder, recipe.report)
+    if recipe.verdict:
+        from uvlm.experiments.verdicts import VERDICTS, format_verdict
+        from uvlm.io import write_text_atomic
+
+        verdict = VERDICTS[recipe.verdict](present)
+        write_json_atomic(folder / "verdict.json", verdict)
+        write_text_atomic(folder / "verdict.md", format_verdict(verdict) + "\n")
 
 
 def _record(run: PlannedRun, recipe: Recipe, status: str, body: dict[str, Any] | None, error: str | None
@@ -462,6 +469,8 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
                              "runs": len(runs), "trained_now": len(trained), "workers": workers,
                              "estimated_minutes": None if est != est else round(est, 1), "cores": cores(),
                              "only": list(opts.only), "seeds": opts.seeds}) + "\n")
+    if recipe.verdict and (folder / "verdict.md").is_file():
+        log((folder / "verdict.md").read_text().rstrip())
     n = {k: sum(r["status"] == k for r in ordered) for k in ("done", "failed", "missing")}
     log(f"done in {wall:.1f} min: {n['done']} runs finished, {n['failed']} failed, {n['missing']} not run "
         f"(of {len(ordered)} in the recipe at {opts.seeds} seeds); tables in {folder}")

@@ -1,0 +1,252 @@
+"""The pre-registered verdicts: reproduced, not reproduced, or inconclusive, computed from a sweep's records.
+
+The criteria were written into ``docs/results.md`` ("Pre-registered criteria") before the runs they judge, and this
+module is their one implementation; the sweep writes ``verdict.json`` / ``verdict.md`` beside the tables of a recipe
+that names a verdict (``verdict = "F3"``), and the quickstart prints it. Each verdict checks its preconditions on the
+sweep's own baseline runs (an understanding-only model that has not learned positions and battery makes every
+comparison void), then the paired differences: per seed, arm minus baseline, the arms of a seed sharing initial
+weights and understanding data order, with a 95% Student-t interval over seeds (:func:`uvlm.experiments.stats.summarize`).
+
+Records are the sweep's (``{"labels", "seed", "status", "final"}``); arms are picked by their exact labels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+from uvlm.experiments.results import get_path
+from uvlm.experiments.stats import Summary, summarize
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+
+#: Baseline criteria of the calibration (the paper's Table A5 baseline rows): score >= this, at every seed.
+UNDERSTANDING_CRITERIA = {"U1": (("vqa.position", 95.0), ("vqa.battery", 95.0)), "U2": (("vqa.weather", 95.0),)}
+#: VQ_u is held to U1 without battery (the paper's own VQ_u reads battery at 61.6).
+VQ_U1 = (("vqa.position", 95.0),)
+#: The generation precondition: the feature probe reads the requested weather in the run's drawings at >= this.
+DRAWS_WEATHER = 0.9
+#: F3: the paired weather gain a reproduction needs (points).
+TRANSFER_GAIN = 20.0
+
+
+def select(records: Sequence[Mapping[str, Any]], **labels: Any) -> dict[int, Mapping[str, Any]]:
+    """The finished runs whose labels are exactly ``labels``, by seed."""
+    return {int(r["seed"]): r for r in records if r.get("status", "done") == "done" and dict(r["labels"]) == labels}
+
+
+def value(record: Mapping[str, Any], metric: str) -> float:
+    v = get_path(record.get("final") or {}, metric)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+
+
+def paired(arm: Mapping[int, Mapping[str, Any]], base: Mapping[int, Mapping[str, Any]], metric: str
+           ) -> dict[str, Any]:
+    """Per seed present in both: ``arm - base`` on ``metric``; their mean, std and 95% interval."""
+    seeds = sorted(set(arm) & set(base))
+    diffs = [value(arm[s], metric) - value(base[s], metric) for s in seeds]
+    return {"metric": metric, "seeds": seeds, "diffs": diffs, "summary": summarize(diffs).to_dict()}
+
+
+def _interval(p: Mapping[str, Any]) -> tuple[float, float, float]:
+    s = Summary.from_dict(p["summary"])
+    return s.mean, s.ci_low, s.ci_high
+
+
+def meets(runs: Mapping[int, Mapping[str, Any]], criteria: Sequence[tuple[str, float]]) -> dict[str, Any]:
+    """Does every seed reach every ``(metric, threshold)``? With the per-seed values."""
+    per_seed = {s: {m: value(r, m) for m, _ in criteria} for s, r in sorted(runs.items())}
+    ok = bool(per_seed) and all(v[m] >= t for v in per_seed.values() for m, t in criteria)
+    return {"holds": ok, "seeds": len(per_seed), "criteria": {m: t for m, t in criteria}, "per_seed": per_seed}
+
+
+def _result(finding: str, verdict: str, reason: str, **details: Any) -> dict[str, Any]:
+    return {"finding": finding, "verdict": verdict, "reason": reason, **details}
+
+
+# ----- calibration ---------------------------------------------------------------------------------------------------
+def calibration(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per candidate (the labels other than variant and bias): U1 and U2 for SigLIP_u (and VQ_u if present), G1 for
+    SigLIP_g. A candidate ``passes`` when every criterion it was run for holds at every seed and U1, U2 and G1 all
+    ran."""
+    candidates: dict[tuple, dict[str, Any]] = {}
+    for r in records:
+        key = tuple(sorted((k, v) for k, v in r["labels"].items() if k not in ("variant", "bias")))
+        candidates.setdefault(key, {})
+    out = []
+    for key in sorted(candidates, key=str):
+        extra = dict(key)
+        checks: dict[str, Any] = {}
+        for enc, u1 in (("SigLIP", UNDERSTANDING_CRITERIA["U1"]), ("VQ", VQ_U1)):
+            biased = select(records, variant=f"{enc}_u", bias="weather:0.05", **extra)
+            unbiased = select(records, variant=f"{enc}_u", bias="none", **extra)
+            if biased:
+                checks[f"{enc}_u U1"] = meets(biased, u1)
+            if unbiased:
+                checks[f"{enc}_u U2"] = meets(unbiased, UNDERSTANDING_CRITERIA["U2"])
+        gen = select(records, variant="SigLIP_g", **extra)
+        if gen:
+            checks["SigLIP_g G1"] = meets(gen, (("feature_probe.weather", DRAWS_WEATHER),))
+        complete = all(k in checks for k in ("SigLIP_u U1", "SigLIP_u U2", "SigLIP_g G1"))
+        passed = complete and all(c["holds"] for c in checks.values())
+        out.append({"candidate": extra, "passes": passed, "complete": complete, "checks": checks})
+    return {"finding": "calibration", "candidates": out,
+            "verdict": "passed" if any(c["passes"] for c in out) else "failed",
+            "reason": "; ".join(f"{_cand(c['candidate'])}: {'passes' if c['passes'] else 'fails'} "
+                                f"({', '.join(f'{k} {_yes(v)}' for k, v in c['checks'].items())})" for c in out)}
+
+
+def _cand(labels: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in labels.items()) or "the preset"
+
+
+def _yes(check: Mapping[str, Any]) -> str:
+    return f"holds at {check['seeds']} seeds" if check["holds"] else "fails"
+
+
+# ----- F3: knowledge transfer ----------------------------------------------------------------------------------------
+def transfer(records: Sequence[Mapping[str, Any]], variant: str = "SigLIP-SigLIP", baseline: str = "SigLIP_u",
+             metric: str = "vqa.weather") -> dict[str, Any]:
+    """F3 for each unified arm (``alpha`` = 1 and ``auto``), against the understanding-only baseline, with the
+    alpha = 0 control and the unbiased control (Table A5 / the quickstart)."""
+    base = select(records, variant=baseline)
+    unbiased = select(records, variant=baseline, bias="none")
+    control = select(records, variant=variant, alpha=0)
+    u1 = meets(base, UNDERSTANDING_CRITERIA["U1"])
+    u2 = meets(unbiased, UNDERSTANDING_CRITERIA["U2"])
+    ctrl = paired(control, base, metric) if control else None
+    arms = {}
+    for alpha in (1, "auto"):
+        runs = select(records, variant=variant, alpha=alpha)
+        if not runs:
+            continue
+        d = paired(runs, base, metric)
+        draws = {s: value(r, "feature_probe.weather") for s, r in sorted(runs.items())}
+        n = len(d["seeds"])
+        need = math.ceil(5 * n / 6)
+        drawing = sum(v >= DRAWS_WEATHER for v in draws.values())
+        mean, lo, hi = _interval(d)
+        c_mean, c_lo, c_hi = _interval(ctrl) if ctrl else (math.nan,) * 3
+        if n < 2:
+            verdict, reason = INCONCLUSIVE, f"{n} paired seed(s): an interval needs at least 2"
+        elif not u1["holds"]:
+            verdict, reason = INCONCLUSIVE, f"the baseline {baseline} fails U1 (positions and battery >= 95)"
+        elif not u2["holds"]:
+            verdict, reason = INCONCLUSIVE, (f"the unbiased control fails U2 (weather >= 95)" if unbiased
+                                             else "the unbiased control was not run")
+        elif drawing < need:
+            verdict, reason = INCONCLUSIVE, (f"the generation precondition (feature probe >= {DRAWS_WEATHER}) holds "
+                                             f"in {drawing} of {n} seeds, fewer than {need}")
+        elif not (mean >= TRANSFER_GAIN and lo > 0):
+            verdict, reason = NOT_REPRODUCED, (f"paired {metric} difference {mean:+.1f} [{lo:+.1f}, {hi:+.1f}]: "
+                                               f"needs a mean >= +{TRANSFER_GAIN:.0f} with the interval above 0")
+        elif ctrl is None or not (c_lo <= 0 <= c_hi):
+            verdict, reason = NOT_REPRODUCED, ("no alpha = 0 control was run" if ctrl is None else
+                                               f"the alpha = 0 control moves too ({c_mean:+.1f} [{c_lo:+.1f}, "
+                                               f"{c_hi:+.1f}]): more steps explain the gain")
+        else:
+            verdict, reason = REPRODUCED, (f"paired {metric} difference {mean:+.1f} [{lo:+.1f}, {hi:+.1f}], the "
+                                           f"alpha = 0 control {c_mean:+.1f} [{c_lo:+.1f}, {c_hi:+.1f}]")
+        arms[f"alpha={alpha}"] = _result("F3", verdict, reason, difference=d, draws_weather=draws)
+    return {"finding": "F3", "baseline": {"U1": u1, "U2": u2}, "control": ctrl, "arms": arms,
+            "verdict": _combine([a["verdict"] for a in arms.values()]),
+            "reason": "; ".join(f"{k}: {a['verdict']} ({a['reason']})" for k, a in arms.items()) or "no unified arm ran"}
+
+
+def _combine(verdicts: Sequence[str]) -> str:
+    if REPRODUCED in verdicts:
+        return REPRODUCED
+    if NOT_REPRODUCED in verdicts:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+# ----- F1, F2, F4 ----------------------------------------------------------------------------------------------------
+def _baselines_hold(records, names: Sequence[str]) -> tuple[bool, str]:
+    for name in names:
+        crit = VQ_U1 if name.startswith("VQ") else UNDERSTANDING_CRITERIA["U1"]
+        m = meets(select(records, variant=name), crit)
+        if not m["holds"]:
+            return False, f"the baseline {name} fails U1 ({', '.join(f'{k} >= {v:g}' for k, v in m['criteria'].items())})"
+    return True, ""
+
+
+def mixed_vs_task_specific(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """F1 (Table A3): unified minus understanding-only total, paired, above 0 for the SigLIP and the VQ pair."""
+    pairs = {}
+    for uni, u in (("SigLIP-SigLIP", "SigLIP_u"), ("VQ-VQ", "VQ_u")):
+        pairs[f"{uni} - {u}"] = paired(select(records, variant=uni), select(records, variant=u), "vqa.total")
+    ok, why = _baselines_hold(records, ("SigLIP_u", "VQ_u"))
+    if any(len(p["seeds"]) < 2 for p in pairs.values()):
+        return _result("F1", INCONCLUSIVE, "fewer than 2 paired seeds in a pair", pairs=pairs)
+    if not ok:
+        return _result("F1", INCONCLUSIVE, why, pairs=pairs)
+    above = {k: _interval(p)[1] > 0 for k, p in pairs.items()}
+    text = "; ".join(f"{k} {_fmt(p)}" for k, p in pairs.items())
+    return _result("F1", REPRODUCED if all(above.values()) else NOT_REPRODUCED, text, pairs=pairs)
+
+
+def affine(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """F2 (Table 1): the affine map lowers the aligned unified models (interval below 0) while understanding-only
+    models move by less than 2 points."""
+    unified = {f"{e}*-{e} - {e}-{e}": paired(select(records, variant=f"{e}*-{e}"), select(records, variant=f"{e}-{e}"),
+                                             "vqa.total") for e in ("SigLIP", "VQ")}
+    u_only = {f"{e}*_u - {e}_u": paired(select(records, variant=f"{e}*_u"), select(records, variant=f"{e}_u"),
+                                        "vqa.total") for e in ("SigLIP", "VQ")}
+    both = {**unified, **u_only}
+    ok, why = _baselines_hold(records, ("SigLIP_u", "VQ_u"))
+    if any(len(p["seeds"]) < 2 for p in both.values()):
+        return _result("F2", INCONCLUSIVE, "fewer than 2 paired seeds in a pair", pairs=both)
+    if not ok:
+        return _result("F2", INCONCLUSIVE, why, pairs=both)
+    lowers = all(_interval(p)[2] < 0 for p in unified.values())
+    steady = all(abs(_interval(p)[0]) < 2.0 for p in u_only.values())
+    text = "; ".join(f"{k} {_fmt(p)}" for k, p in both.items())
+    return _result("F2", REPRODUCED if lowers and steady else NOT_REPRODUCED, text, pairs=both)
+
+
+def probe(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """F4 (Figure 7): the linear probe reads the weather at >= 99% for every unified model (mean over seeds)."""
+    accs = {}
+    for r in records:
+        if r.get("status", "done") == "done" and "-" in r["labels"]["variant"]:
+            accs.setdefault(r["labels"]["variant"], []).append(value(r, "probe.accuracy"))
+    if not accs:
+        return _result("F4", INCONCLUSIVE, "no unified model was probed", accuracy={})
+    means = {k: sum(v) / len(v) for k, v in accs.items()}
+    text = ", ".join(f"{k} {100 * m:.1f}%" for k, m in means.items())
+    return _result("F4", REPRODUCED if all(m >= 0.99 for m in means.values()) else NOT_REPRODUCED, text,
+                   accuracy=means)
+
+
+def _fmt(p: Mapping[str, Any]) -> str:
+    mean, lo, hi = _interval(p)
+    return f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}] (n={len(p['seeds'])})"
+
+
+#: Verdict name -> its function (a recipe's ``verdict`` key names one).
+VERDICTS: dict[str, Callable[[Sequence[Mapping[str, Any]]], dict[str, Any]]] = {
+    "calibration": calibration, "F1": mixed_vs_task_specific, "F2": affine, "F3": transfer, "F4": probe}
+
+
+def format_verdict(v: Mapping[str, Any]) -> str:
+    """Markdown: the verdict line, then its reasons (per arm or candidate)."""
+    lines = [f"**{v['finding']}: {v['verdict']}.**"]
+    if v.get("arms"):
+        for name, a in v["arms"].items():
+            lines.append(f"- {name}: **{a['verdict']}**: {a['reason']}.")
+        if v.get("control"):
+            lines.append(f"- alpha = 0 control against the baseline: {_fmt(v['control'])}.")
+        for k, b in v.get("baseline", {}).items():
+            lines.append(f"- baseline {k}: {'holds' if b['holds'] else 'fails'} ({b['seeds']} seeds).")
+    elif v.get("candidates"):
+        for c in v["candidates"]:
+            checks = "; ".join(f"{k} {_yes(x)}" for k, x in c["checks"].items())
+            lines.append(f"- {_cand(c['candidate'])}: {'**passes**' if c['passes'] else 'fails'} ({checks}).")
+    else:
+        lines.append(f"- {v['reason']}.")
+    return "\n".join(lines)
+
+
+__all__ = ["VERDICTS", "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "select", "paired", "meets", "calibration",
+           "transfer", "mixed_vs_task_specific", "affine", "probe", "format_verdict"]

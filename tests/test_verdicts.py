@@ -1,0 +1,113 @@
+"""The pre-registered verdicts on hand-made result sets: each outcome, and each precondition that voids it."""
+
+from __future__ import annotations
+
+import pytest
+
+from uvlm.experiments.verdicts import (INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, affine, calibration, format_verdict,
+                                       mixed_vs_task_specific, probe, transfer)
+
+GOOD_BASE = {"time": 95.0, "weather": 30.0, "position": 99.0, "battery": 99.0, "total": 80.0}
+
+
+def rec(seed: int, vqa: dict | None = None, draws: float | None = None, probe_acc: float | None = None, **labels):
+    final = {"vqa": dict(vqa or GOOD_BASE)}
+    if draws is not None:
+        final["feature_probe"] = {"weather": draws, "weather_real": 1.0}
+    if probe_acc is not None:
+        final["probe"] = {"accuracy": probe_acc}
+    return {"labels": labels, "seed": seed, "status": "done", "final": final}
+
+
+def study(gains, control_gains, draws=0.95, seeds=6, base=GOOD_BASE, unbiased_weather=100.0, auto=True):
+    """A transfer study: per seed, SigLIP_u's weather plus the arms' paired gains."""
+    out = []
+    for s in range(seeds):
+        w = 30.0 + s  # the baseline varies over seeds: the verdict must use paired differences
+        out.append(rec(s, {**base, "weather": w}, variant="SigLIP_u"))
+        out.append(rec(s, {**base, "weather": unbiased_weather}, variant="SigLIP_u", bias="none"))
+        out.append(rec(s, {**base, "weather": w + gains[s]}, draws=draws, variant="SigLIP-SigLIP", alpha=1))
+        if auto:
+            out.append(rec(s, {**base, "weather": w + gains[s] / 4}, draws=draws, variant="SigLIP-SigLIP",
+                           alpha="auto"))
+        out.append(rec(s, {**base, "weather": w + control_gains[s]}, draws=0.3, variant="SigLIP-SigLIP", alpha=0))
+    return out
+
+
+def test_transfer_reproduced_not_reproduced_and_the_alpha_0_control():
+    v = transfer(study([30, 25, 35, 28, 40, 32], [1, -1, 2, -2, 0, 1]))
+    assert v["arms"]["alpha=1"]["verdict"] == REPRODUCED
+    assert v["arms"]["alpha=auto"]["verdict"] == NOT_REPRODUCED  # a quarter of the gain: below +20
+    assert v["verdict"] == REPRODUCED
+    d = v["arms"]["alpha=1"]["difference"]
+    assert d["diffs"] == [30, 25, 35, 28, 40, 32] and d["summary"]["ci95_low"] > 0
+    # the same gains, but "more steps" alone gives them too: not reproduced
+    moved = transfer(study([30, 25, 35, 28, 40, 32], [28, 26, 33, 30, 38, 31]))
+    assert moved["arms"]["alpha=1"]["verdict"] == NOT_REPRODUCED and "control moves" in moved["arms"]["alpha=1"]["reason"]
+    # a gain whose interval includes 0
+    noisy = transfer(study([60, -20, 45, -10, 50, -5], [0, 0, 1, -1, 0, 0]))
+    assert noisy["arms"]["alpha=1"]["verdict"] == NOT_REPRODUCED
+    assert "[" in format_verdict(noisy) and "alpha=1" in format_verdict(noisy)
+
+
+@pytest.mark.parametrize("change, reason", [
+    (dict(draws=0.5), "generation precondition"),
+    (dict(base={**GOOD_BASE, "position": 60.0}), "fails U1"),
+    (dict(unbiased_weather=40.0), "fails U2"),
+    (dict(seeds=1), "at least 2"),
+])
+def test_transfer_is_inconclusive_when_a_precondition_fails(change, reason):
+    v = transfer(study([30] * 6, [0, 1, -1, 0, 1, -1], **change))
+    assert v["arms"]["alpha=1"]["verdict"] == INCONCLUSIVE and reason in v["arms"]["alpha=1"]["reason"]
+
+
+def test_five_of_six_seeds_drawing_the_weather_is_enough_four_is_not():
+    runs = study([30, 25, 35, 28, 40, 32], [1, -1, 2, -2, 0, 1], auto=False)
+    arm = [r for r in runs if r["labels"].get("alpha") == 1]
+    arm[0]["final"]["feature_probe"]["weather"] = 0.5
+    assert transfer(runs)["arms"]["alpha=1"]["verdict"] == REPRODUCED
+    arm[1]["final"]["feature_probe"]["weather"] = 0.5
+    assert transfer(runs)["arms"]["alpha=1"]["verdict"] == INCONCLUSIVE
+
+
+def test_calibration_passes_the_candidate_that_meets_every_criterion_at_every_seed():
+    runs = []
+    for s in range(3):
+        for epochs, pos in ((1, 50.0), (2, 99.0 if s else 96.0)):
+            runs.append(rec(s, {**GOOD_BASE, "position": pos}, variant="SigLIP_u", bias="weather:0.05", epochs=epochs))
+            runs.append(rec(s, {**GOOD_BASE, "weather": 100.0}, variant="SigLIP_u", bias="none", epochs=epochs))
+            runs.append(rec(s, draws=0.95, variant="SigLIP_g", epochs=epochs))
+    v = calibration(runs)
+    by = {c["candidate"]["epochs"]: c for c in v["candidates"]}
+    assert not by[1]["passes"] and not by[1]["checks"]["SigLIP_u U1"]["holds"] and by[1]["checks"]["SigLIP_u U2"]["holds"]
+    assert by[2]["passes"] and v["verdict"] == "passed"
+    # one seed below the bar fails the candidate; a missing criterion leaves it incomplete
+    runs[3 * 2 + 3]["final"]["vqa"]["battery"] = 94.0  # seed 1, epochs 2, the biased SigLIP_u
+    assert runs[9]["labels"] == {"variant": "SigLIP_u", "bias": "weather:0.05", "epochs": 2}
+    assert not {c["candidate"]["epochs"]: c for c in calibration(runs)["candidates"]}[2]["passes"]
+    partial = calibration([r for r in runs if r["labels"]["variant"] != "SigLIP_g"])
+    assert partial["verdict"] == "failed" and not any(c["complete"] for c in partial["candidates"])
+    assert "epochs=2" in format_verdict(v)
+
+
+def test_f1_f2_f4_on_hand_made_sets():
+    runs = []
+    for s in range(3):
+        for name, total in (("SigLIP_u", 80 + s), ("SigLIP-SigLIP", 90 + s), ("VQ_u", 70 + s), ("VQ-VQ", 75 + 2 * s),
+                            ("SigLIP*_u", 80.5 + s), ("SigLIP*-SigLIP", 85 + s), ("VQ*_u", 69.5 + s),
+                            ("VQ*-VQ", 70 + s)):
+            runs.append(rec(s, {**GOOD_BASE, "total": total}, probe_acc=0.995, variant=name))
+    assert mixed_vs_task_specific(runs)["verdict"] == REPRODUCED
+    assert affine(runs)["verdict"] == REPRODUCED
+    assert probe(runs)["verdict"] == REPRODUCED
+    # VQ-VQ no better than VQ_u: F1 not reproduced
+    worse = [dict(r, final={**r["final"], "vqa": {**r["final"]["vqa"], "total": 70.0 + r["seed"] * 0.5}})
+             if r["labels"]["variant"] == "VQ-VQ" else r for r in runs]
+    assert mixed_vs_task_specific(worse)["verdict"] == NOT_REPRODUCED
+    # an understanding-only baseline that never learned positions voids F1 and F2
+    weak = [dict(r, final={**r["final"], "vqa": {**r["final"]["vqa"], "position": 50.0}})
+            if r["labels"]["variant"] == "SigLIP_u" else r for r in runs]
+    assert mixed_vs_task_specific(weak)["verdict"] == INCONCLUSIVE and affine(weak)["verdict"] == INCONCLUSIVE
+    low = [dict(r, final={**r["final"], "probe": {"accuracy": 0.68}}) if r["labels"]["variant"] == "VQ-VQ" else r
+           for r in runs]
+    assert probe(low)["verdict"] == NOT_REPRODUCED
