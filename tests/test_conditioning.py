@@ -88,7 +88,7 @@ def test_gradient_balance_scales_with_alpha_and_leaves_no_gradients(fake_vision,
     one = gradient_balance(run, n=8)
     run.model.alpha *= 3
     three = gradient_balance(run, n=8)
-    assert three["llm"]["vision"] == pytest.approx(3 * one["llm"]["vision"], rel=1e-4)
-    assert three["llm"]["text"] == pytest.approx(one["llm"]["text"], rel=1e-4)
-    assert three["llm"]["ratio"] == pytest.approx(one["llm"]["ratio"] / 3, rel=1e-4)
+    assert three["blocks"]["vision"] == pytest.approx(3 * one["blocks"]["vision"], rel=1e-4)
+    assert three["blocks"]["text"] == pytest.approx(one["blocks"]["text"], rel=1e-4)
+    assert three["blocks"]["ratio"] == pytest.approx(one["blocks"]["ratio"] / 3, rel=1e-4)
     assert all(p.grad is None for p in run.model.parameters()) and not run.model.training
