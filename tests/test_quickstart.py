@@ -14,82 +14,85 @@ from uvlm.errors import UserError
 
 def test_quickstart_runs_tabulates_plots_and_skips_finished_runs(tmp_path, monkeypatch):
     install(monkeypatch)
-    q = QuickstartConfig(seeds=2, samples=32, batch_size=8, llm="debug", evals=2, questions=12, workers=1,
-                         out=str(tmp_path / "qs"))
+    q = QuickstartConfig(seeds=2, samples=32, llm="debug", evals=2, questions=12, final_questions=14, workers=1,
+                         arms=("SigLIP_u", "SigLIP-SigLIP alpha=auto", "SigLIP_u bias=none"), out=str(tmp_path / "qs"))
     lines: list[str] = []
     result = run_quickstart(q, log=lines.append)
-    assert lines[0].startswith("quickstart: SigLIP_u, SigLIP-SigLIP")
+    assert lines[0].startswith("quickstart: SigLIP_u, SigLIP-SigLIP alpha=auto, SigLIP_u bias=none")
     assert any("expected wall time" in line for line in lines[:4])
     assert result["failures"] == []
-    assert len(result["runs"]) == 4
-    for v in q.variants:
+    assert len(result["runs"]) == 6
+    for v in q.arms:
         row = result["summary"][v]
         assert row["weather"]["n"] == 2 and 0 <= row["weather"]["mean"] <= 100
-        curves = [r["curve"] for r in result["runs"] if r["variant"] == v]
+        curves = [r["curve"] for r in result["runs"] if r["arm"] == v]
         assert all(len(c) == 2 for c in curves)
         assert all(c[0]["understanding_samples"] < c[1]["understanding_samples"] for c in curves)
-    unified = [r for r in result["runs"] if r["variant"] == "SigLIP-SigLIP"]
+    # the final evaluation uses final_questions, the curve's earlier points questions
+    preds = sorted((tmp_path / "qs" / "runs").glob("SigLIP_u-seed0-*/predictions/step-*.jsonl"))
+    assert [len(p.read_text().splitlines()) for p in preds][-1] == 14
+    unified = [r for r in result["runs"] if r["arm"] == "SigLIP-SigLIP alpha=auto"]
     assert all(r["curve"][-1]["generation_samples"] > 0 for r in unified)
+    # the arms of one seed see the same understanding samples: equal counts at every evaluation
+    u = [r for r in result["runs"] if r["arm"] == "SigLIP_u"]
+    assert [p["understanding_samples"] for p in u[0]["curve"]][-1] == unified[0]["curve"][-1]["understanding_samples"]
     out = tmp_path / "qs"
     table = (out / "table.md").read_text()
     assert "| SigLIP_u |" in table and f"{TABLE_A5['SigLIP_u'][1]:.1f}" in table
-    # the unified runs' text-conditioning gap, under the table; none for understanding-only runs
-    gap = result["summary"]["SigLIP-SigLIP"]["conditioning_gap"]
+    # the unified runs' text-conditioning gap and drawings' weather, under the table; none for understanding-only runs
+    gap = result["summary"]["SigLIP-SigLIP alpha=auto"]["conditioning_gap"]
     assert gap["n"] == 2 and gap["min"] <= gap["mean"] <= gap["max"]
     assert "conditioning_gap" not in result["summary"]["SigLIP_u"]
-    assert "SigLIP-SigLIP: vision loss" in table and "when the instructions are shuffled" in table
+    assert "when the instructions are shuffled" in table and "feature probe reads the requested weather" in table
+    # the pre-registered verdict (tiny runs never meet the baseline criteria: inconclusive, and it says why)
+    assert result["verdict"]["arms"]["alpha=auto"]["verdict"] == "inconclusive"
+    assert "**F3: inconclusive.**" in table and "fails U1" in table
     assert (out / "curves.png").stat().st_size > 1000 and (out / "curves.pdf").is_file()
     saved = json.loads((out / "results.json").read_text())
     assert saved["summary"] == json.loads(json.dumps(result["summary"]))
     # a second call finds every run finished and trains nothing
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
-    assert len(stamps) == 4
+    assert len(stamps) == 6
     again = run_quickstart(q, log=lambda s: None)
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")} == stamps
     assert again["summary"] == result["summary"]
     # another configuration in the same folder trains its own runs beside the first ones (folders named by config hash)
     runs_before = {p.name for p in (out / "runs").iterdir()}
-    other = run_quickstart(QuickstartConfig(**{**q.__dict__, "seeds": 1, "samples": 40}), log=lambda s: None)
-    assert len(other["runs"]) == 2 and {p.name for p in (out / "runs").iterdir()} > runs_before
+    other = run_quickstart(QuickstartConfig(**{**q.__dict__, "seeds": 1, "samples": 40, "arms": ("SigLIP_u",)}),
+                           log=lambda s: None)
+    assert len(other["runs"]) == 1 and {p.name for p in (out / "runs").iterdir()} > runs_before
 
 
 def test_summary_and_table_on_known_numbers():
-    recs = [{"variant": "SigLIP_u", "final": {"vqa": {"time": t, "weather": w, "position": 100.0, "battery": 90.0,
-                                                      "total": 80.0}}}
+    recs = [{"arm": "SigLIP_u", "final": {"vqa": {"time": t, "weather": w, "position": 100.0, "battery": 90.0,
+                                                  "total": 80.0}}}
             for t, w in ((50.0, 20.0), (60.0, 40.0))]
     s = summarize(recs, ("SigLIP_u",))
     assert s["SigLIP_u"]["weather"]["mean"] == pytest.approx(30.0)
     assert s["SigLIP_u"]["weather"]["std"] == pytest.approx(14.1421, rel=1e-4)
     assert "30.0 ± 14.1 | 28.6" in format_table(s)
+    # the paper's row goes beside the paper's setting only: alpha = 1, not the automatic balance
+    s2 = {"SigLIP-SigLIP alpha=1": s["SigLIP_u"], "SigLIP-SigLIP alpha=auto": s["SigLIP_u"]}
+    t = format_table(s2).splitlines()
+    assert f"| {TABLE_A5['SigLIP-SigLIP'][1]:.1f}" in t[2] and "30.0 ± 14.1 | -" in t[3]
 
 
 def test_bad_quickstart_config():
-    with pytest.raises(UserError, match="unknown bias attribute"):
-        QuickstartConfig(bias="colour")
+    with pytest.raises(UserError, match="unknown arm 'SigLIP-SigLIP alpha=24'"):
+        QuickstartConfig(arms=("SigLIP-SigLIP alpha=24",))
     with pytest.raises(UserError, match="seeds"):
         QuickstartConfig(seeds=0)
-    with pytest.raises(UserError, match="--alpha must be 0 or more"):
-        QuickstartConfig(alpha=-1.0)
 
 
-def test_alpha_reweighs_only_the_unified_runs():
-    from uvlm.experiments.quickstart import run_configs
-    from uvlm.experiments.recipe import config_id
+def test_the_quickstart_is_the_transfer_study_recipe_at_the_cpu_preset():
+    from uvlm.experiments.quickstart import ARMS, run_configs
+    from uvlm.experiments.recipe import config_id, expand, load_preset, load_recipe
 
-    default = {(v, s): c for v, s, c in run_configs(QuickstartConfig(seeds=1))}
-    heavy = {(v, s): c for v, s, c in run_configs(QuickstartConfig(seeds=1, alpha=24.0))}
-    u, uni = ("SigLIP_u", 0), ("SigLIP-SigLIP", 0)
-    assert config_id(heavy[u].to_dict()) == config_id(default[u].to_dict())  # the baseline is shared, not retrained
-    assert heavy[uni].model.alpha == 24.0 and default[uni].model.alpha is None
-    assert config_id(heavy[uni].to_dict()) != config_id(default[uni].to_dict())
-
-
-def test_another_bias_is_named_in_the_sweep_header_and_reaches_the_data():
-    from uvlm.experiments.quickstart import recipe_and_preset, run_configs
-
-    paper, _ = recipe_and_preset(QuickstartConfig())
-    assert "Table A5" in paper.reproduces
-    control, _ = recipe_and_preset(QuickstartConfig(bias="weather:0.2:0.5"))
-    assert "weather:0.2:0.5" in control.reproduces and "Table A5" not in control.reproduces
-    bias = run_configs(QuickstartConfig(seeds=1, bias="weather:0.2:0.5"))[0][2].data.train.bias
-    assert (bias.attribute, bias.vqa_share, bias.caption_share) == ("weather", 0.2, 0.5)
+    qs = {(a, s): config_id(c.to_dict()) for a, s, c in run_configs(QuickstartConfig(seeds=2, arms=ARMS))}
+    recipe = {(r.group, r.seed): r.id for r in expand(load_recipe("transfer-study"), load_preset("cpu"), 2)}
+    assert qs == recipe  # the same runs: a quickstart's runs count for the recipe and the reverse
+    configs = {(a, s): c for a, s, c in run_configs(QuickstartConfig(seeds=1, arms=ARMS))}
+    assert configs[("SigLIP-SigLIP alpha=0", 0)].model.alpha == 0.0
+    assert configs[("SigLIP-SigLIP alpha=auto", 0)].balance.rule == "grad-norm"
+    assert configs[("SigLIP_u bias=none", 0)].data.train.bias is None
+    assert configs[("SigLIP_u", 0)].data.train.bias.vqa_share == 0.05

@@ -47,11 +47,12 @@ def test_main_job_command_runs_at_a_small_scale(tmp_path, monkeypatch, capsys):
     install(monkeypatch)
     argv = shlex.split(block("main-job")[0])
     assert argv[:2] == ["uvlm", "quickstart"]
-    small = ["--seeds", "1", "--samples", "32", "--batch-size", "8", "--llm", "debug", "--evals", "1",
-             "--questions", "8", "--workers", "1", "--out", str(tmp_path / "qs")]
+    small = ["--seeds", "1", "--samples", "32", "--llm", "debug", "--evals", "1", "--questions", "8",
+             "--final-questions", "8", "--workers", "1", "--out", str(tmp_path / "qs")]
     assert main(argv[1:] + small) == 0
     out = capsys.readouterr().out
-    assert "expected wall time" in out and "| SigLIP_u |" in out and "| SigLIP-SigLIP |" in out
+    assert "expected wall time" in out and "| SigLIP_u |" in out and "| SigLIP-SigLIP alpha=" in out
+    assert "**F3: " in out  # the pre-registered verdict
     assert (tmp_path / "qs" / "table.md").is_file() and (tmp_path / "qs" / "curves.png").is_file()
 
 
