@@ -216,9 +216,9 @@ def test_the_runtime_estimate_counts_training_evaluations_and_workers():
     runs = [r for r in expand(load_recipe("transfer-weather"), preset, 1) if r.labels["variant"] == "SigLIP_u"]
     (run,) = runs
     c = run.config
-    n = c.data.train.n_vqa + c.data.train.n_caption
-    evals = math.ceil(max(1, n // c.optim.batch_size) / c.eval.every)
-    evaluating = evals * c.eval.questions * EVAL_SECONDS_PER_QUESTION["siglip"]
+    n = (c.data.train.n_vqa + c.data.train.n_caption) * c.optim.epochs
+    evals = math.ceil(max(1, int(n) // c.optim.batch_size) / c.eval.every)
+    evaluating = ((evals - 1) * c.eval.questions + c.eval.final_questions) * EVAL_SECONDS_PER_QUESTION["siglip"]
     want = RUN_START_SECONDS + n / preset.samples_per_s["siglip"] + evaluating
     assert estimate_minutes(runs, preset, 1) == pytest.approx(want / 60)
     assert estimate_minutes(runs * 4, preset, 2) == pytest.approx(2 * want / 60)  # 4 equal runs on 2 workers

@@ -306,3 +306,39 @@ def test_groups_sharing_a_paper_row_are_flagged(tmp_path):
                for b in (0.25, 1.0) for s in range(2)]
     md = write_report("transfer-curve", records, tmp_path, table="A5", figures=())[0].read_text()
     assert "all match the paper row SigLIP_u (they differ in bias_share)" in md
+
+
+def test_the_docs_tables_equal_the_committed_results():
+    """Every ``<!-- committed: ... -->`` block of the docs is what its committed records give (numbers cannot drift)."""
+    from pathlib import Path
+
+    from uvlm.experiments.doctables import blocks
+
+    root = Path(__file__).resolve().parents[1]
+    found = 0
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for path, in_docs, from_files in blocks(doc.read_text(), root):
+            found += 1
+            assert in_docs == from_files, f"{doc.name}: the table of {path} differs from its committed records: run " \
+                                          f"python -m uvlm.experiments.doctables {doc.relative_to(root)}"
+    assert found >= 1
+
+
+def test_doctables_rewrites_a_block_from_records(tmp_path):
+    import json
+
+    from uvlm.experiments.doctables import blocks, rewrite
+
+    folder = tmp_path / "results" / "cpu" / "r"
+    folder.mkdir(parents=True)
+    recs = [{"group": "SigLIP_u", "seed": s, "status": "done", "labels": {"variant": "SigLIP_u"},
+             "final": {"vqa": {"time": 90.0, "weather": 30.0 + s, "position": 99.0, "battery": 98.0, "total": 80.0}}}
+            for s in range(3)] + [{"group": "SigLIP_u", "seed": 3, "status": "missing", "final": {}}]
+    (folder / "records.json").write_text(json.dumps({"records": recs}))
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- committed: results/cpu/r -->\nstale\n<!-- /committed -->\nend\n")
+    assert rewrite(doc, tmp_path) == 1
+    text = doc.read_text()
+    assert "| SigLIP_u | 3 | 90.0 ± 0.0 | 31.0 ± 1.0 |" in text and "30.0 / 31.0 / 32.0" in text
+    assert text.startswith("intro\n") and text.endswith("<!-- /committed -->\nend\n")
+    assert all(a == b for _, a, b in blocks(text, tmp_path)) and rewrite(doc, tmp_path) == 0

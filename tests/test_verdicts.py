@@ -78,16 +78,24 @@ def test_calibration_passes_the_candidate_that_meets_every_criterion_at_every_se
             runs.append(rec(s, {**GOOD_BASE, "weather": 100.0}, variant="SigLIP_u", bias="none", epochs=epochs))
             runs.append(rec(s, draws=0.95, variant="SigLIP_g", epochs=epochs))
     v = calibration(runs)
-    by = {c["candidate"]["epochs"]: c for c in v["candidates"]}
-    assert not by[1]["passes"] and not by[1]["checks"]["SigLIP_u U1"]["holds"] and by[1]["checks"]["SigLIP_u U2"]["holds"]
-    assert by[2]["passes"] and v["verdict"] == "passed"
-    # one seed below the bar fails the candidate; a missing criterion leaves it incomplete
+    by = {(c["side"], c["candidate"]["epochs"]): c for c in v["candidates"]}
+    u1, u2 = by[("understanding", 1)], by[("understanding", 2)]
+    assert not u1["passes"] and not u1["checks"]["SigLIP_u U1"]["holds"] and u1["checks"]["SigLIP_u U2"]["holds"]
+    assert u2["passes"] and by[("generation", 1)]["passes"] and v["verdict"] == "passed"
+    # one seed below the bar fails the candidate; a side with no passing candidate fails the calibration
     runs[3 * 2 + 3]["final"]["vqa"]["battery"] = 94.0  # seed 1, epochs 2, the biased SigLIP_u
     assert runs[9]["labels"] == {"variant": "SigLIP_u", "bias": "weather:0.05", "epochs": 2}
-    assert not {c["candidate"]["epochs"]: c for c in calibration(runs)["candidates"]}[2]["passes"]
+    again = calibration(runs)
+    assert not {(c["side"], c["candidate"]["epochs"]): c for c in again["candidates"]}[("understanding", 2)]["passes"]
+    assert "fails at 1 of 3 seeds" in format_verdict(again)
+    runs[9]["final"]["vqa"]["battery"] = 99.0
     partial = calibration([r for r in runs if r["labels"]["variant"] != "SigLIP_g"])
-    assert partial["verdict"] == "failed" and not any(c["complete"] for c in partial["candidates"])
-    assert "epochs=2" in format_verdict(v)
+    assert partial["verdict"] == "failed" and partial["sides"] == {"understanding": True, "generation": False}
+    # the generation side is calibrated on its own candidates (e.g. more generation data)
+    gen = [rec(s, draws=0.6, variant="SigLIP_g", epochs=2) for s in range(3)]
+    gen += [rec(s, draws=0.95, variant="SigLIP_g", epochs=2, generation=240000) for s in range(3)]
+    mixed = calibration([r for r in runs if r["labels"]["variant"] != "SigLIP_g"] + gen)
+    assert mixed["verdict"] == "passed" and "generation=240000" in format_verdict(mixed)
 
 
 def test_f1_f2_f4_on_hand_made_sets():

@@ -22,6 +22,7 @@ Axes (``[axes]``, each a list; runs are the product of variants and axis values)
   on it: they are expanded once, without the label.
 - ``epochs``: passes over the training data (``optim.epochs``).
 - ``adapter``: the adapter kind (``linear``, ``mlp``).
+- ``batch``: the global batch size (``optim.batch_size``): at a fixed number of samples, more optimizer steps.
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ from uvlm.errors import UserError, require
 
 #: The unbiased share of each VQA attribute (five attributes asked with equal probability).
 UNBIASED_VQA_SHARE = 0.2
-AXES = ("understanding", "generation", "bias_share", "bias", "alpha", "epochs", "adapter")
+AXES = ("understanding", "generation", "bias_share", "bias", "alpha", "epochs", "adapter", "batch")
 #: Axes a mode does not depend on: its runs drop them (one run, no label). A bias changes only understanding data,
-#: so generation-only runs train on the unbiased split; alpha weighs two losses, so only mixed runs have it.
-IGNORED_AXES = {"understanding": ("alpha",), "generation": ("alpha", "bias", "bias_share"), "mixed": ()}
+#: so generation-only runs train on the unbiased split; alpha weighs two losses, so only mixed runs have it; an
+#: understanding-only run does not see the generation samples (nor a generation-only run the understanding ones).
+IGNORED_AXES = {"understanding": ("alpha", "generation"), "generation": ("alpha", "bias", "bias_share", "understanding"),
+                "mixed": ()}
 _RECIPE_KEYS = {"extends", "name", "version", "title", "reproduces", "command", "variants", "data", "axes", "evaluate",
                 "report", "expected", "notes", "controls", "verdict"}
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
@@ -94,7 +97,7 @@ class Recipe:
     evaluate: dict[str, Any]
     """``generation`` (FID + faithfulness at the end of runs with a generation target), ``probe`` (Figure 7 probe),
     ``conditioning`` (the text-conditioning gap of runs with a generation target), ``feature_probe`` (N: does a run
-    with a SigLIP target draw the requested weather? a probe fitted on real features, applied to the tokens it
+    with a SigLIP or VQ target draw the requested weather? a probe fitted on real features, applied to the tokens it
     generates for N test instructions that name the weather; no decoder needed)."""
     report: Any
     """The :class:`~uvlm.experiments.report.ReportSpec` built from the ``[report]`` table."""
@@ -328,7 +331,7 @@ def expand(recipe: Recipe, preset: Preset, seeds: int, paths: dict[str, str] | N
             "probe": list(preset.probe) if recipe.evaluate.get("probe") and cfg.mode != "generation" else None,
             "conditioning": bool(recipe.evaluate.get("conditioning")) and cfg.mode != "understanding",
             "feature_probe": (int(recipe.evaluate.get("feature_probe") or 0)
-                              if cfg.mode != "understanding" and cfg.model.target == "siglip" else 0),
+                              if cfg.mode != "understanding" and cfg.model.target in ("siglip", "vq") else 0),
         }
         for seed in range(seeds):
             d = copy.deepcopy(cfg_dict)
@@ -342,7 +345,8 @@ def expand(recipe: Recipe, preset: Preset, seeds: int, paths: dict[str, str] | N
 
 
 def _apply_axes(cfg, labels: dict[str, Any]):
-    """The run config with the model/optimiser axes of ``labels`` applied (``alpha``, ``epochs``, ``adapter``)."""
+    """The run config with the model/optimiser axes of ``labels`` applied (``alpha``, ``epochs``, ``adapter``,
+    ``batch``)."""
     from dataclasses import replace
 
     from uvlm.train.config import BalanceConfig
@@ -362,6 +366,10 @@ def _apply_axes(cfg, labels: dict[str, Any]):
         cfg = replace(cfg, optim=replace(cfg.optim, epochs=float(e), steps=None))
     if "adapter" in labels:
         cfg = replace(cfg, model=replace(cfg.model, adapter=str(labels["adapter"])))
+    if "batch" in labels:
+        b = labels["batch"]
+        require(isinstance(b, int) and not isinstance(b, bool) and b > 0, f"axis batch takes positive integers, got {b!r}")
+        cfg = replace(cfg, optim=replace(cfg.optim, batch_size=b))
     return cfg
 
 
@@ -391,7 +399,8 @@ def estimate_minutes(runs: list[PlannedRun], preset: Preset, workers: int) -> fl
         steps = max(1, int(und + gen) // c.optim.batch_size)
         evals = math.ceil(steps / c.eval.every) if c.eval.every else 1
         per_question = EVAL_SECONDS_PER_QUESTION["vq" if c.vision.understanding == "vq" else "siglip"]
-        secs = RUN_START_SECONDS + und / u_rate + gen / g_rate + evals * c.eval.questions * per_question
+        questions = (evals - 1) * c.eval.questions + (c.eval.final_questions or c.eval.questions)
+        secs = RUN_START_SECONDS + und / u_rate + gen / g_rate + questions * per_question
         secs += r.evaluate.get("generation", 0) * (0.2 if c.vision.generation == "vq" else 0.05)
         costs.append(secs)
     slots = [0.0] * max(1, workers)

@@ -436,7 +436,8 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
 
     def cost(k: str) -> int:
         r = by_key[k]
-        return sum(_items(r)) * (3 if "vq" in (r.config.vision.understanding, r.config.vision.generation) else 1)
+        samples = _planned_steps(r) * r.config.optim.batch_size
+        return samples * (3 if "vq" in (r.config.vision.understanding, r.config.vision.generation) else 1)
 
     order = sorted(jobs, key=lambda k: (by_key[k].seed, -cost(k)))  # every row's seed 0 first, then seed 1 ...
     if workers == 1:

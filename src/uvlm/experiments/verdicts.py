@@ -66,33 +66,41 @@ def _result(finding: str, verdict: str, reason: str, **details: Any) -> dict[str
 
 # ----- calibration ---------------------------------------------------------------------------------------------------
 def calibration(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Per candidate (the labels other than variant and bias): U1 and U2 for SigLIP_u (and VQ_u if present), G1 for
-    SigLIP_g. A candidate ``passes`` when every criterion it was run for holds at every seed and U1, U2 and G1 all
-    ran."""
-    candidates: dict[tuple, dict[str, Any]] = {}
+    """The two sides are calibrated apart, each on its own baseline. Understanding candidates (the labels of the
+    ``_u`` runs other than variant and bias): U1 and U2 for SigLIP_u (and VQ_u if present). Generation candidates
+    (the labels of the SigLIP_g runs other than variant): G1. A candidate ``passes`` when every criterion of its side
+    holds at every seed; the calibration passes when a candidate of each side does."""
+    sides: dict[str, dict[tuple, dict[str, Any]]] = {"understanding": {}, "generation": {}}
     for r in records:
+        side = "generation" if r["labels"]["variant"].endswith("_g") else "understanding"
         key = tuple(sorted((k, v) for k, v in r["labels"].items() if k not in ("variant", "bias")))
-        candidates.setdefault(key, {})
+        sides[side].setdefault(key, {})
     out = []
-    for key in sorted(candidates, key=str):
-        extra = dict(key)
-        checks: dict[str, Any] = {}
-        for enc, u1 in (("SigLIP", UNDERSTANDING_CRITERIA["U1"]), ("VQ", VQ_U1)):
-            biased = select(records, variant=f"{enc}_u", bias="weather:0.05", **extra)
-            unbiased = select(records, variant=f"{enc}_u", bias="none", **extra)
-            if biased:
-                checks[f"{enc}_u U1"] = meets(biased, u1)
-            if unbiased:
-                checks[f"{enc}_u U2"] = meets(unbiased, UNDERSTANDING_CRITERIA["U2"])
-        gen = select(records, variant="SigLIP_g", **extra)
-        if gen:
-            checks["SigLIP_g G1"] = meets(gen, (("feature_probe.weather", DRAWS_WEATHER),))
-        complete = all(k in checks for k in ("SigLIP_u U1", "SigLIP_u U2", "SigLIP_g G1"))
-        passed = complete and all(c["holds"] for c in checks.values())
-        out.append({"candidate": extra, "passes": passed, "complete": complete, "checks": checks})
-    return {"finding": "calibration", "candidates": out,
-            "verdict": "passed" if any(c["passes"] for c in out) else "failed",
-            "reason": "; ".join(f"{_cand(c['candidate'])}: {'passes' if c['passes'] else 'fails'} "
+    for side, keys in sides.items():
+        for key in sorted(keys, key=str):
+            extra = dict(key)
+            checks: dict[str, Any] = {}
+            if side == "understanding":
+                for enc, u1 in (("SigLIP", UNDERSTANDING_CRITERIA["U1"]), ("VQ", VQ_U1)):
+                    biased = select(records, variant=f"{enc}_u", bias="weather:0.05", **extra)
+                    unbiased = select(records, variant=f"{enc}_u", bias="none", **extra)
+                    if biased:
+                        checks[f"{enc}_u U1"] = meets(biased, u1)
+                    if unbiased:
+                        checks[f"{enc}_u U2"] = meets(unbiased, UNDERSTANDING_CRITERIA["U2"])
+                need = ("SigLIP_u U1", "SigLIP_u U2")
+            else:
+                gen = select(records, variant="SigLIP_g", **extra)
+                if gen:
+                    checks["SigLIP_g G1"] = meets(gen, (("feature_probe.weather", DRAWS_WEATHER),))
+                need = ("SigLIP_g G1",)
+            complete = all(k in checks for k in need)
+            passed = complete and all(c["holds"] for c in checks.values())
+            out.append({"side": side, "candidate": extra, "passes": passed, "complete": complete, "checks": checks})
+    ok = {side: any(c["passes"] for c in out if c["side"] == side) for side in sides}
+    return {"finding": "calibration", "candidates": out, "sides": ok,
+            "verdict": "passed" if all(ok.values()) else "failed",
+            "reason": "; ".join(f"{c['side']} {_cand(c['candidate'])}: {'passes' if c['passes'] else 'fails'} "
                                 f"({', '.join(f'{k} {_yes(v)}' for k, v in c['checks'].items())})" for c in out)}
 
 
@@ -101,7 +109,10 @@ def _cand(labels: Mapping[str, Any]) -> str:
 
 
 def _yes(check: Mapping[str, Any]) -> str:
-    return f"holds at {check['seeds']} seeds" if check["holds"] else "fails"
+    if check["holds"]:
+        return f"holds at {check['seeds']} of {check['seeds']} seeds"
+    failing = sum(any(v[m] < t or v[m] != v[m] for m, t in check["criteria"].items()) for v in check["per_seed"].values())
+    return f"fails at {failing} of {check['seeds']} seeds"
 
 
 # ----- F3: knowledge transfer ----------------------------------------------------------------------------------------
@@ -242,7 +253,8 @@ def format_verdict(v: Mapping[str, Any]) -> str:
     elif v.get("candidates"):
         for c in v["candidates"]:
             checks = "; ".join(f"{k} {_yes(x)}" for k, x in c["checks"].items())
-            lines.append(f"- {_cand(c['candidate'])}: {'**passes**' if c['passes'] else 'fails'} ({checks}).")
+            lines.append(f"- {c['side']}, {_cand(c['candidate'])}: {'**passes**' if c['passes'] else 'fails'} "
+                         f"({checks}).")
     else:
         lines.append(f"- {v['reason']}.")
     return "\n".join(lines)
