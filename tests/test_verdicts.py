@@ -48,6 +48,10 @@ def test_transfer_reproduced_not_reproduced_and_the_alpha_0_control():
     noisy = transfer(study([60, -20, 45, -10, 50, -5], [0, 0, 1, -1, 0, 0]))
     assert noisy["arms"]["alpha=1"]["verdict"] == NOT_REPRODUCED
     assert "[" in format_verdict(noisy) and "alpha=1" in format_verdict(noisy)
+    # a gain with no alpha = 0 control to rule out "more steps": inconclusive
+    bare = [r for r in study([30, 25, 35, 28, 40, 32], [0] * 6) if r["labels"].get("alpha") != 0]
+    v = transfer(bare)["arms"]["alpha=1"]
+    assert v["verdict"] == INCONCLUSIVE and "control was not run" in v["reason"]
 
 
 @pytest.mark.parametrize("change, reason", [

@@ -186,6 +186,10 @@ class Preset:
     """Placeholders the run overrides use (``{llm}`` ...) and what each must point to; given with ``--path``."""
     samples_per_s: dict[str, float] = field(default_factory=dict)
     """Measured training speed per image-token kind on one core (``siglip``, ``vq``): for the runtime estimate."""
+    generation_scale: float = 1.0
+    """The recipe's generation sample count is multiplied by this on top of ``data_scale`` for runs that train on
+    generation samples (a preset calibrated to need more generation data than the paper's ratio). Counts named by a
+    ``generation`` axis or control are kept as given."""
 
 
 def _presets() -> dict[str, dict[str, Any]]:
@@ -199,7 +203,7 @@ def load_preset(name: str) -> Preset:
     return Preset(name=name, description=p.get("description", ""), data_scale=float(p["data_scale"]),
                   run=p.get("run", {}), evals=int(p.get("evals", 6)), generation_eval=int(p.get("generation_eval", 500)),
                   probe=tuple(p.get("probe", (4000, 1000))), paths=p.get("paths", {}),
-                  samples_per_s=p.get("samples_per_s", {}))
+                  samples_per_s=p.get("samples_per_s", {}), generation_scale=float(p.get("generation_scale", 1.0)))
 
 
 def _fill(x: Any, paths: dict[str, str], missing: set[str]) -> Any:
@@ -300,7 +304,10 @@ def expand(recipe: Recipe, preset: Preset, seeds: int, paths: dict[str, str] | N
         gen = labels.get("generation", data.get("generation", 60_000))
         n_und = _count(und, preset.data_scale)
         n_vqa, n_cap = (n_und + 1) // 2, n_und // 2
-        n_gen = _count(gen, preset.data_scale)
+        # the preset's generation scale applies to the recipe's own generation data of runs that train on it; an
+        # axis or control that names a generation count keeps it (so calibration points do not move with the preset)
+        g_scale = 1.0 if "generation" in labels or mode == "understanding" else preset.generation_scale
+        n_gen = _count(gen, preset.data_scale * g_scale)
         bias = None
         bias_text = str(labels.get("bias", data.get("bias") or ""))
         if bias_text and bias_text != "none" and mode != "generation":
