@@ -19,9 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "quickstart", help="Knowledge transfer on weather-biased SmartWatch: understanding-only vs unified (Table A5).",
-        description="Train understanding-only and unified models on weather-biased SmartWatch over several seeds in "
-                    "parallel processes, then print a table in the layout of the paper's Table A5 beside the "
-                    "published numbers, and plot weather accuracy against understanding samples seen. States its "
-                    "expected runtime first; finished runs are skipped when it is run again.")
+        description="The paired transfer study (the transfer-study recipe at the calibrated cpu preset): train the "
+                    "chosen arms on weather-biased SmartWatch over several seeds in parallel processes, then print a "
+                    "table in the layout of the paper's Table A5 beside the published numbers and the pre-registered "
+                    "verdict, and plot weather accuracy against understanding samples seen. States its expected "
+                    "runtime first; finished runs are skipped when it is run again.")
     add_dataclass_args(p, QuickstartConfig)
     p.set_defaults(func=cmd_quickstart)
