@@ -78,6 +78,11 @@ def test_train_resume_ask_draw_eval(tmp_path, capsys, config_file):
     assert balance["blocks"]["text"] > 0 and balance["blocks"]["ratio"] == pytest.approx(
         balance["blocks"]["text"] / balance["blocks"]["vision"])
     assert len(balance["blocks"]["per_batch"]) == balance["batches"] > 1
+    assert main(["eval", str(run), "--drawings", "6", "--json"]) == 0
+    drawn = json.loads(capsys.readouterr().out)
+    assert drawn["generated"] == 6 and drawn["chance"] == pytest.approx(1 / 3)
+    assert all(0 <= drawn[k] <= 1 for k in ("probe_on_real", "probe_on_generated", "centroid_on_generated"))
+    assert -1 <= drawn["similarity_other"] <= 1 and -1 <= drawn["similarity_own"] <= 1
 
     _one_line_error(capsys, ["train", "--resume", str(run), "--variant", "VQ_u"], "--variant cannot change a run")
     _one_line_error(capsys, ["ask", str(run), str(tmp_path / "missing.png"), "q?"], "image")
@@ -99,6 +104,9 @@ def test_draw_without_a_pixel_decoder_and_understanding_only_runs(tmp_path, caps
     _one_line_error(capsys, ["draw", str(tmp_path / "SigLIP_u"), "Draw a watch.", str(tmp_path / "a.png")],
                     "understanding-only model")
     _one_line_error(capsys, ["eval", str(tmp_path / "SigLIP_u"), "--conditioning", "4"], "understanding-only model")
+    _one_line_error(capsys, ["eval", str(tmp_path / "SigLIP_u"), "--drawings", "4"], "--drawings needs a run")
+    _one_line_error(capsys, ["eval", str(tmp_path / "SigLIP_u"), "--drawings", "4", "--conditioning", "4"],
+                    "separate evaluations")
     assert not (tmp_path / "a.png").exists()
 
 

@@ -28,6 +28,9 @@ class WeatherSource:
                 s = sw.sample("vqa", i)
                 self.truth[s.image.tobytes()] = s.attributes.weather
         self.test = SmartWatch(SplitConfig.test(resolution=RES, n_vqa=0, n_generation=5000))
+        for i in range(300):  # the ground truths of the first test drawings (the own-vs-other similarity reads them)
+            s = self.test.sample("generation", i)
+            self.truth[s.image.tobytes()] = s.attributes.weather
         g = torch.Generator().manual_seed(0)
         self.directions = {w: torch.randn(16, generator=g) for w in WEATHERS}
         self.noise = torch.Generator().manual_seed(1)
@@ -54,10 +57,13 @@ def test_faithfulness_is_high_for_a_faithful_drawer_and_chance_for_a_constant_on
     good = feature_faithfulness(None, source, "weather", n_probe=N_PROBE, n_generate=60)
     assert good["probe_on_real"] > 0.95 and good["generated"] == 60
     assert good["probe_on_generated"] > 0.95  # faithful at another scale is still faithful
+    assert good["centroid_on_generated"] > 0.95  # the nearest real class mean agrees
+    assert good["similarity_own"] > good["similarity_other"] + 0.3  # each drawing is closest to its own watch
 
     def constant(model, instructions, **kw):  # always the same picture
         return source.tokens(["sunny"] * len(instructions))
 
     monkeypatch.setattr(gen, "generate_images", constant)
     bad = feature_faithfulness(None, source, "weather", n_probe=N_PROBE, n_generate=60)
-    assert bad["probe_on_generated"] < 0.6
+    assert bad["probe_on_generated"] < 0.6 and bad["centroid_on_generated"] < 0.6
+    assert abs(bad["similarity_own"] - bad["similarity_other"]) < 0.15  # the same picture for every instruction

@@ -87,6 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="instead of VQA: the teacher-forced vision loss of N test generations with their own vs "
                         "shuffled instructions (does the generation head listen to the text?), and for mixed runs "
                         "the gradient norms of the text and vision losses")
+    p.add_argument("--drawings", type=positive_int, metavar="N",
+                   help="instead of VQA: does the run draw the requested weather? Its drawings of N test instructions "
+                        "that name the weather, read by a probe fitted on real features and by the nearest real class "
+                        "mean, and their similarity to their own ground truth against the others'")
     p.set_defaults(func=run_eval)
 
 
@@ -237,8 +241,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from uvlm.eval.vqa import evaluate_vqa
 
     require(not args.inception or args.generation, "--inception needs --generation N")
-    require(not (args.generation and args.conditioning), "--generation and --conditioning are two evaluations: "
-                                                          "give one of them per call")
+    require(sum(map(bool, (args.generation, args.conditioning, args.drawings))) <= 1,
+            "--generation, --conditioning and --drawings are separate evaluations: give one of them per call")
     if args.inception:  # a bad weights file fails before the model loads
         from uvlm.eval.fid import inception_extractor
 
@@ -249,6 +253,23 @@ def run_eval(args: argparse.Namespace) -> int:
         return _eval_generation(args, loaded)
     if args.conditioning:
         return _eval_conditioning(args, loaded)
+    if args.drawings:
+        from uvlm.eval.generation import feature_faithfulness
+
+        import torch
+
+        require(loaded.sources.generation is not None and cfg.model.target in ("siglip", "vq"),
+                f"run {cfg.variant!r} draws no SigLIP or VQ tokens: --drawings needs a run with a siglip or vq target")
+        torch.set_num_threads(cfg.runtime.threads)
+        r = feature_faithfulness(loaded.model, loaded.sources.generation, "weather", n_generate=args.drawings)
+        if args.json:
+            print(json.dumps(r, indent=2))
+        else:
+            print(f"{cfg.variant} ({loaded.checkpoint.name}), {r['generated']} drawings of instructions naming the "
+                  f"weather: probe {r['probe_on_generated']:.3f} (on real images {r['probe_on_real']:.3f}), nearest "
+                  f"class mean {r['centroid_on_generated']:.3f}, chance {r['chance']:.3f}; similarity to its own "
+                  f"ground truth {r['similarity_own']:.3f} vs the others' {r['similarity_other']:.3f}")
+        return 0
     n = args.questions or cfg.eval.questions
     require(n > 0, "no questions to evaluate: pass --questions N")
     step = int(loaded.state["step"])

@@ -37,7 +37,11 @@ def _targets(source, cached: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def feature_faithfulness(model, source, attribute: str = "weather", n_probe: int = 2000, n_generate: int = 120,
                          batch_size: int = 24, seed: int = 0) -> dict[str, Any]:
-    """Probe accuracy on real features (held out) and on generated tokens, for one categorical attribute."""
+    """Probe accuracy on real features (held out) and on generated tokens, for one categorical attribute.
+
+    Also ``centroid_on_generated`` (the nearest class mean of the real features, by cosine: a reader with no fitted
+    boundary) and ``similarity_own`` / ``similarity_other`` (the cosine of a drawing's pooled tokens to its own ground
+    truth's, and to the other ground truths of its batch: does it draw *its* watch, whatever the attribute?)."""
     from sklearn.linear_model import LogisticRegression
 
     from uvlm.model.generate import generate_images
@@ -54,17 +58,31 @@ def feature_faithfulness(model, source, attribute: str = "weather", n_probe: int
     x, y = np.concatenate(x), np.array(y)
     probe = LogisticRegression(max_iter=2000).fit(x[:n_probe], y[:n_probe])
     real_acc = float((probe.predict(x[n_probe:]) == y[n_probe:]).mean())
+    # a second reader with no fitted boundary: the nearest class mean of the real features (by cosine)
+    centroids = np.stack([x[:n_probe][y[:n_probe] == k].mean(0) for k in range(len(values))])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
 
     test = SmartWatch(SplitConfig.test(resolution=source.resolution, n_vqa=0, n_generation=5000, seed=seed))
     picked = [s for s in test.stream("generation", with_image=False) if attribute in s.mentioned][:n_generate]
-    preds, truth = [], []
+    preds, nearest, truth, own, other = [], [], [], [], []
     for b in range(0, len(picked), batch_size):
         chunk = picked[b:b + batch_size]
         tokens = generate_images(model, [s.instruction for s in chunk])
-        preds += probe.predict(_pooled(source, tokens)).tolist()
+        g = _pooled(source, tokens)
+        preds += probe.predict(g).tolist()
+        nearest += (g / np.linalg.norm(g, axis=1, keepdims=True) @ centroids.T).argmax(1).tolist()
         truth += [values.index(getattr(s.attributes, attribute)) for s in chunk]
-    gen_acc = float((np.array(preds) == np.array(truth)).mean())
-    return {"attribute": attribute, "probe_on_real": real_acc, "probe_on_generated": gen_acc,
+        if len(chunk) > 1:  # is a drawing closer to its own ground truth than to the other drawings' of its batch?
+            t = _pooled(source, _targets(source, source.encode_cached([test.image(s.image_index) for s in chunk])))
+            sim = (g / np.linalg.norm(g, axis=1, keepdims=True)) @ (t / np.linalg.norm(t, axis=1, keepdims=True)).T
+            own.append(float(np.diag(sim).mean()))
+            other.append(float((sim.sum() - np.trace(sim)) / (len(chunk) * (len(chunk) - 1))))
+    truth_a = np.array(truth)
+    return {"attribute": attribute, "probe_on_real": real_acc,
+            "probe_on_generated": float((np.array(preds) == truth_a).mean()),
+            "centroid_on_generated": float((np.array(nearest) == truth_a).mean()),
+            "similarity_own": float(np.mean(own)) if own else None,
+            "similarity_other": float(np.mean(other)) if other else None,
             "chance": 1.0 / len(values), "generated": len(truth)}
 
 
