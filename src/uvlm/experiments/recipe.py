@@ -321,7 +321,7 @@ def expand(recipe: Recipe, preset: Preset, seeds: int, paths: dict[str, str] | N
         train_split = SplitConfig.train(n_vqa=n_vqa, n_caption=n_cap, n_generation=n_gen, bias=bias)
         cfg = _apply_axes(cfg, labels)
         n_items = {"understanding": n_und, "generation": n_gen, "mixed": n_und + n_gen}[cfg.mode]
-        steps = cfg.optim.steps or max(1, int(cfg.optim.epochs * n_items) // cfg.optim.batch_size)
+        steps = planned_steps(cfg, n_items)
         every = max(1, math.ceil(steps / max(1, preset.evals)))
         cfg_dict = cfg.to_dict()
         cfg_dict["data"]["train"] = train_split.to_dict()
@@ -349,6 +349,12 @@ def expand(recipe: Recipe, preset: Preset, seeds: int, paths: dict[str, str] | N
             runs.append(PlannedRun(id=cid, group=group, labels=labels, seed=seed, config=c, evaluate=evaluate))
     require(runs, f"recipe {recipe.name!r} expands to no runs at preset {preset.name!r}")
     return runs
+
+
+def planned_steps(config, n_items: int) -> int:
+    """Optimiser steps of a run over ``n_items`` training samples (at least one)."""
+    o = config.optim
+    return o.steps or max(1, int(o.epochs * n_items) // o.batch_size)
 
 
 def _apply_axes(cfg, labels: dict[str, Any]):

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from uvlm.errors import UserError, require
-from uvlm.experiments.recipe import PlannedRun, Preset, Recipe, estimate_minutes, expand
+from uvlm.experiments.recipe import PlannedRun, Preset, Recipe, estimate_minutes, expand, planned_steps
 from uvlm.io import write_json_atomic
 
 
@@ -479,8 +479,7 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
 
 
 def _planned_steps(r: PlannedRun) -> int:
-    o = r.config.optim
-    return o.steps or max(1, int(o.epochs * sum(_items(r))) // o.batch_size)
+    return planned_steps(r.config, sum(_items(r)))
 
 
 def _items(r: PlannedRun) -> tuple[int, int]:
