@@ -43,7 +43,7 @@ def test_quickstart_runs_tabulates_plots_and_skips_finished_runs(tmp_path, monke
     gap = result["summary"]["SigLIP-SigLIP alpha=auto"]["conditioning_gap"]
     assert gap["n"] == 2 and gap["min"] <= gap["mean"] <= gap["max"]
     assert "conditioning_gap" not in result["summary"]["SigLIP_u"]
-    assert "when the instructions are shuffled" in table and "feature probe reads the requested weather" in table
+    assert "when the instructions are shuffled" in table and "icon probe reads the requested weather" in table
     # the pre-registered verdict (tiny runs never meet the baseline criteria: inconclusive, and it says why)
     assert result["verdict"]["arms"]["alpha=auto"]["verdict"] == "inconclusive"
     assert "**F3: inconclusive.**" in table and "fails U1" in table

@@ -28,10 +28,75 @@ def _pooled(source, tokens: torch.Tensor) -> np.ndarray:
     return torch.nn.functional.normalize(vecs, dim=-1).mean(dim=1).numpy()
 
 
+def _at_cells(source, tokens: torch.Tensor, cells: list[list[int]]) -> np.ndarray:
+    """Per image ``i``, the mean of its L2-normalised tokens at the cells ``cells[i]`` (row-major indices)."""
+    vecs = source.to_inputs(tokens) if tokens.dtype == torch.long else tokens.float()
+    vecs = torch.nn.functional.normalize(vecs, dim=-1)
+    return torch.stack([vecs[i, c].mean(0) for i, c in enumerate(cells)]).numpy()
+
+
 def _targets(source, cached: torch.Tensor) -> torch.Tensor:
     """Cached encoder rows -> what the model generates (pooled, for a pooled source)."""
     to_targets = getattr(source, "to_targets", None)
     return to_targets(cached) if callable(to_targets) else cached
+
+
+@torch.no_grad()
+def icon_faithfulness(model, source, n_probe: int = 2000, n_generate: int = 120, batch_size: int = 24,
+                      seed: int = 0) -> dict[str, Any]:
+    """Does the model draw the requested weather *at the icon*? A probe read at the weather icon's token(s).
+
+    A logistic regression is fitted on the generation target's real tokens at the cell(s) the weather icon covers
+    (:func:`uvlm.eval.probe.icon_cells`, the image's own corner), ``n_probe`` real images plus 500 held out. It is
+    applied to the generated token(s) at the cell(s) of the corner each instruction states, for the first
+    ``n_generate`` test instructions that state both the weather and its position. On a coarse token grid the icon is
+    one cell of many, so this reads what a mean-pooled probe (:func:`feature_faithfulness`) dilutes.
+
+    Returns:
+        ``icon_on_real`` (held-out accuracy on real tokens), ``icon_on_generated``, ``centroid_on_generated`` (the
+        nearest real class mean at the icon, by cosine), ``chance``, ``generated``, ``grid`` and ``attribute``.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from uvlm.eval.probe import icon_cells, token_grid
+    from uvlm.model.generate import generate_images
+
+    values = WEATHERS
+    grid = token_grid(int(model.config.num_output_tokens))
+    res = source.resolution
+    real = SmartWatch(SplitConfig(name="faithfulness-probe", seed=seed, resolution=res,
+                                  n_vqa=n_probe + 500, n_caption=0, n_generation=0))
+    x, y = [], []
+    for start in range(0, n_probe + 500, 250):
+        samples = [real.sample("vqa", i) for i in range(start, min(start + 250, n_probe + 500))]
+        tokens = _targets(source, source.encode_cached([s.image for s in samples]))
+        require(tokens.shape[1] == grid * grid, f"the generation source gives {tokens.shape[1]} tokens per image, the "
+                                                f"model generates {grid * grid}: the icon probe needs the same grid")
+        x.append(_at_cells(source, tokens, [icon_cells(s.attributes, res, grid) for s in samples]))
+        y += [values.index(s.attributes.weather) for s in samples]
+    x, y = np.concatenate(x), np.array(y)
+    probe = LogisticRegression(max_iter=2000).fit(x[:n_probe], y[:n_probe])
+    real_acc = float((probe.predict(x[n_probe:]) == y[n_probe:]).mean())
+    centroids = np.stack([x[:n_probe][y[:n_probe] == k].mean(0) for k in range(len(values))])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+
+    test = SmartWatch(SplitConfig.test(resolution=res, n_vqa=0, n_generation=5000, seed=seed))
+    picked = [s for s in test.stream("generation", with_image=False)
+              if "weather" in s.mentioned and "weather_position" in s.mentioned][:n_generate]
+    require(picked, "no test instruction states both the weather and its position")
+    preds, nearest, truth = [], [], []
+    for b in range(0, len(picked), batch_size):
+        chunk = picked[b:b + batch_size]
+        g = _at_cells(source, generate_images(model, [s.instruction for s in chunk]),
+                      [icon_cells(s.attributes, res, grid) for s in chunk])
+        preds += probe.predict(g).tolist()
+        nearest += (g / np.linalg.norm(g, axis=1, keepdims=True) @ centroids.T).argmax(1).tolist()
+        truth += [values.index(s.attributes.weather) for s in chunk]
+    truth_a = np.array(truth)
+    return {"attribute": "weather", "where": "icon", "grid": grid, "icon_on_real": real_acc,
+            "icon_on_generated": float((np.array(preds) == truth_a).mean()),
+            "centroid_on_generated": float((np.array(nearest) == truth_a).mean()),
+            "chance": 1.0 / len(values), "generated": len(truth)}
 
 
 @torch.no_grad()
@@ -96,4 +161,14 @@ def run_feature_faithfulness(run_dir: str, attribute: str = "weather", n_generat
     return feature_faithfulness(loaded.model, loaded.sources.generation, attribute, n_generate=n_generate)
 
 
-__all__ = ["feature_faithfulness", "run_feature_faithfulness"]
+def run_icon_faithfulness(run_dir: str, n_generate: int = 120) -> dict[str, Any]:
+    """:func:`icon_faithfulness` for a trained run folder (its latest checkpoint)."""
+    from uvlm.train.checkpoint import load_run
+
+    loaded = load_run(run_dir)
+    require(loaded.sources.generation is not None, f"run {run_dir} has no generation head (an understanding-only run)")
+    torch.set_num_threads(1)
+    return icon_faithfulness(loaded.model, loaded.sources.generation, n_generate=n_generate)
+
+
+__all__ = ["feature_faithfulness", "icon_faithfulness", "run_feature_faithfulness", "run_icon_faithfulness"]

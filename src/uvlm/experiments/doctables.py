@@ -27,7 +27,8 @@ BLOCK = re.compile(r"(<!-- committed: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- /
 #: Columns of a docs table: header, metric path, decimals.
 COLUMNS = (("time", "vqa.time", 1), ("weather", "vqa.weather", 1), ("position", "vqa.position", 1),
            ("battery", "vqa.battery", 1), ("total", "vqa.total", 1),
-           ("draws weather", "feature_probe.weather", 2), ("text gap %", "conditioning.gap", 1))
+           ("draws weather (icon)", "feature_probe.icon", 2), ("draws weather (pooled)", "feature_probe.weather", 2),
+           ("text gap %", "conditioning.gap", 1))
 
 
 def table(records: Sequence[Mapping[str, Any]]) -> str:

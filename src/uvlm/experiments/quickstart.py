@@ -128,8 +128,8 @@ def summarize(records: list[dict[str, Any]], arms: tuple[str, ...]) -> dict[str,
         columns = {col: [f[col] for f in finals if f.get(col) is not None] for col in COLUMNS}
         columns["conditioning_gap"] = [r["final"]["conditioning"]["gap"] for r in mine
                                        if r["final"].get("conditioning")]
-        columns["draws_weather"] = [r["final"]["feature_probe"]["weather"] for r in mine
-                                    if r["final"].get("feature_probe")]
+        columns["draws_weather"] = [r["final"]["feature_probe"]["icon"] for r in mine
+                                    if (r["final"].get("feature_probe") or {}).get("icon") is not None]
         summary[v] = {col: _spread(vals) for col, vals in columns.items() if vals}
     return summary
 
@@ -150,7 +150,7 @@ def format_conditioning(summary: dict[str, Any]) -> str:
             lines.append(f"{v}: vision loss {g['mean']:+.1f}% (seeds {g['min']:+.1f} to {g['max']:+.1f}) when the "
                          f"instructions are shuffled (0: its drawings ignore the instruction; uvlm eval --conditioning)")
         if d:
-            lines.append(f"{v}: the feature probe reads the requested weather in its drawings at {d['mean']:.2f} "
+            lines.append(f"{v}: the icon probe reads the requested weather in its drawings at {d['mean']:.2f} "
                          f"(seeds {d['min']:.2f} to {d['max']:.2f}; the precondition of transfer is >= 0.9)")
     return "\n".join(lines)
 

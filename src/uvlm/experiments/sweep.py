@@ -161,6 +161,11 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
             from uvlm.eval.generation import run_feature_faithfulness
 
             write_json_atomic(f, run_feature_faithfulness(str(out), "weather", n_generate=int(ev["feature_probe"])))
+        f = out / icon_probe_name(ev)
+        if not f.is_file():
+            from uvlm.eval.generation import run_icon_faithfulness
+
+            write_json_atomic(f, run_icon_faithfulness(str(out), n_generate=int(ev["feature_probe"])))
     if ev.get("probe"):
         n_train, n_test = ev["probe"]
         f = out / f"probe-{n_train}-{n_test}.json"
@@ -181,7 +186,7 @@ CONDITIONING_FILE = "conditioning.json"
 
 #: What a committed run keeps (no weights): its final scores and curve, its config, its evaluations.
 COMMITTED_PATTERNS = ("result.json", "config.json", CONDITIONING_FILE, "eval-generation-*.json",
-                      "feature-probe-*.json", "probe-*.json")
+                      "feature-probe-*.json", "icon-probe-*.json", "probe-*.json")
 #: The final predictions of a committed run (gzip-compressed JSON lines).
 COMMITTED_PREDICTIONS = "predictions-final.jsonl.gz"
 
@@ -226,6 +231,12 @@ def feature_probe_name(evaluate: dict[str, Any]) -> str:
     return f"feature-probe-weather-{int(evaluate['feature_probe'])}.json"
 
 
+def icon_probe_name(evaluate: dict[str, Any]) -> str:
+    """The file of a run's icon probe (does it draw the requested weather at the icon? The generation precondition,
+    docs/results.md, amendment 1)."""
+    return f"icon-probe-weather-{int(evaluate['feature_probe'])}.json"
+
+
 def generation_eval_name(evaluate: dict[str, Any]) -> str:
     """The file of a run's generation metrics: one per sample count and FID extractor."""
     n = evaluate["generation"]
@@ -261,6 +272,10 @@ def read_finished(run_dir: Path, evaluate: dict[str, Any]) -> dict[str, Any] | N
         if f.is_file():
             g = json.loads(f.read_text())
             final["feature_probe"] = {"weather": g["probe_on_generated"], "weather_real": g["probe_on_real"]}
+        f = run_dir / icon_probe_name(evaluate)
+        if f.is_file():
+            g = json.loads(f.read_text())
+            final.setdefault("feature_probe", {}).update(icon=g["icon_on_generated"], icon_real=g["icon_on_real"])
     if evaluate.get("probe"):
         f = run_dir / "probe-{}-{}.json".format(*evaluate["probe"])
         if f.is_file():
