@@ -195,6 +195,64 @@ def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
     return {"accuracy": float(clf.score(x_test, y_test)), "chance": float(dummy.score(x_test, y_test))}
 
 
+#: The views of the icon's tokens that :func:`probe_views` compares.
+VIEWS = ("mean", "concat", "centre", "codes")
+
+
+@torch.no_grad()
+def probe_views(source, n_train: int = 2000, n_test: int = 500, seed: int = 0, batch_size: int = 250
+                ) -> dict[str, dict[str, float]]:
+    """Where does a probe lose the weather: in the encoder's tokens, or in how the probe summarises the icon's cells?
+
+    Reads the *source's own* input vectors (``source.to_inputs(encode_cached(images))``: SigLIP tokens, or the VQ
+    codebook vectors of the codes), with no model in between. A linear adapter only mixes those dimensions, so a
+    view that fails here fails on any linear adapter's output too. The views of the icon's cells
+    (:func:`icon_cells`, the image's own corner):
+
+    - ``mean``: the mean vector over the cells (the Figure 7 probe's summary, :func:`adapter_features`);
+    - ``concat``: the cells' vectors side by side, in grid order (keeps where each part of the icon is);
+    - ``centre``: the vector of the one cell holding the icon's centre (the paper's "patch representing the icon");
+    - ``codes``: for a discrete source, a bag of the cells' code ids (one count per codebook entry); absent otherwise.
+
+    Returns:
+        ``{view: {"accuracy", "chance", "dims"}}`` from :func:`fit_probe` on ``n_train`` images, tested on the next
+        ``n_test`` of the held-out probe split.
+    """
+    resolution, grid = int(source.resolution), token_grid(source.num_tokens)
+    cells = {c: icon_cells(_corner(c), resolution, grid) for c in CORNERS}
+    require(len({len(v) for v in cells.values()}) == 1, "the icon covers different numbers of cells per corner: "
+                                                        "the concat view needs the same count")
+    centre = {}
+    for c in CORNERS:
+        x0, y0, x1, y1 = icon_box(_corner(c), resolution)
+        side = resolution / grid
+        centre[c] = int(((y0 + y1) / 2) // side) * grid + int(((x0 + x1) / 2) // side)
+    sw = SmartWatch(probe_split(resolution, seed=seed))
+    views: dict[str, list[np.ndarray]] = {v: [] for v in VIEWS}
+    labels: list[int] = []
+    book = source.codebook
+    k = int(book.shape[0]) if book is not None else 0
+    for start in range(0, n_train + n_test, batch_size):
+        attrs = [sw.attributes(i) for i in range(start, min(n_train + n_test, start + batch_size))]
+        cached = source.encode_cached([sw.renderer.render(a) for a in attrs])
+        vecs = source.to_inputs(cached).float()
+        for b, a in enumerate(attrs):
+            idx = cells[a.weather_position]
+            views["mean"].append(vecs[b, idx].mean(0).numpy())
+            views["concat"].append(vecs[b, idx].reshape(-1).numpy())
+            views["centre"].append(vecs[b, centre[a.weather_position]].numpy())
+            if not cached.is_floating_point():
+                views["codes"].append(np.bincount(cached[b, idx].numpy(), minlength=k).astype(np.float32))
+        labels += [WEATHERS.index(a.weather) for a in attrs]
+    y = np.asarray(labels)
+    out = {}
+    for v, rows in views.items():
+        if rows:
+            x = np.stack(rows)
+            out[v] = {**fit_probe(x[:n_train], y[:n_train], x[n_train:], y[n_train:]), "dims": int(x.shape[1])}
+    return out
+
+
 def tsne_2d(x: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
     """``(n, D)`` -> ``(n, 2)`` t-SNE coordinates (PCA initialisation, ``random_state=seed``; the perplexity is
     lowered to ``(n - 1) / 3`` for small ``n``)."""
@@ -304,5 +362,5 @@ def plot_tsne(results_by_model: dict[str, dict[str, Any]], path_png: str | os.Pa
     return path_png, pdf
 
 
-__all__ = ["SPLIT_NAME", "WEATHER_COLORS", "icon_box", "icon_cells", "token_grid", "probe_split", "adapter_features",
+__all__ = ["SPLIT_NAME", "VIEWS", "probe_views", "WEATHER_COLORS", "icon_box", "icon_cells", "token_grid", "probe_split", "adapter_features",
            "fit_probe", "tsne_2d", "probe_run", "plot_tsne"]
