@@ -181,3 +181,46 @@ def test_probe_run_on_a_trained_run(tmp_path):
                                atol=1e-6)
     with pytest.raises(UserError, match="n_train"):
         probe_run(tmp_path / "run", n_train=0)
+
+
+class PermutedSource:
+    """48 px, a 4x4 grid: the icon's cells hold the same four unit vectors for every weather, in a weather-specific
+    order. Their mean is the same for every weather; side by side they tell it."""
+
+    kind, cache_dtype, resolution, num_tokens, input_dim, codebook = "siglip", "float32", 48, 16, 4, None
+    ORDERS = {"sunny": [0, 1, 2, 3], "cloudy": [1, 0, 3, 2], "raining": [3, 2, 1, 0]}
+
+    def __init__(self, n: int):
+        sw = SmartWatch(probe_split(48))
+        self.attrs = {sw.image(i).tobytes(): sw.attributes(i) for i in range(n)}
+
+    def encode_cached(self, images) -> torch.Tensor:
+        out = torch.zeros(len(images), 16, 4)
+        for b, im in enumerate(images):
+            a = self.attrs[im.tobytes()]
+            for cell, k in zip(icon_cells(a, 48, 4), self.ORDERS[a.weather]):
+                out[b, cell, k] = 1.0
+        return out
+
+    def to_inputs(self, cached: torch.Tensor) -> torch.Tensor:
+        return cached.float()
+
+
+def test_a_mean_over_the_icon_cells_can_hide_what_the_cells_side_by_side_show():
+    from uvlm.eval.probe import probe_views
+
+    source = PermutedSource(300)
+    views = probe_views(source, n_train=200, n_test=100, batch_size=100)
+    assert views["concat"]["accuracy"] > 0.95 and views["concat"]["dims"] == 16
+    assert views["mean"]["accuracy"] < views["mean"]["chance"] + 0.15 and views["mean"]["dims"] == 4
+    assert "codes" not in views  # a continuous source has no code ids
+    # adapter_features' concat view is the same reading through a model, cells in grid order
+    model = IdentityAdapterModel(4)
+    split = probe_split(48)
+    x, y = adapter_features(model, source, split, 20, view="concat")
+    a = SmartWatch(split).attributes(0)
+    expected = source.encode_cached([SmartWatch(split).image(0)])[0][icon_cells(a, 48, 4)].reshape(-1).numpy()
+    np.testing.assert_allclose(x[0], expected, atol=1e-6)
+    assert x.shape == (20, 16)
+    with pytest.raises(UserError, match="view"):
+        adapter_features(model, source, split, 20, view="max")

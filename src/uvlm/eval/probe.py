@@ -114,8 +114,8 @@ def _model_device(model) -> torch.device:
 
 
 @torch.no_grad()
-def adapter_features(model, source, split: SplitConfig, n: int, batch_size: int = 64, start: int = 0
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def adapter_features(model, source, split: SplitConfig, n: int, batch_size: int = 64, start: int = 0,
+                     view: str = "mean") -> tuple[np.ndarray, np.ndarray]:
     """The understanding tokens at the weather icon of images ``start..start+n-1`` of ``split``.
 
     Args:
@@ -126,12 +126,15 @@ def adapter_features(model, source, split: SplitConfig, n: int, batch_size: int 
         n: how many images.
         batch_size: images per encoder and adapter call.
         start: the first image index.
+        view: ``"mean"``, the mean of the icon's cells, or ``"concat"``, the cells side by side in grid order (a
+            mean of many cells can hide what each carries: see :func:`probe_views`).
 
     Returns:
-        ``X`` float32 ``(n, hidden)``: per image, the mean of the LLM input vectors over the icon's cells
-        (:func:`icon_cells`); ``y`` int64 ``(n,)``: the weather as an index into
+        ``X`` float32 ``(n, hidden)`` (``(n, cells * hidden)`` for ``concat``): per image, the LLM input vectors at
+        the icon's cells (:func:`icon_cells`); ``y`` int64 ``(n,)``: the weather as an index into
         :data:`~uvlm.data.attributes.WEATHERS`.
     """
+    require(view in ("mean", "concat"), f"view must be 'mean' or 'concat', got {view!r}")
     require(isinstance(n, int) and n > 0, f"n must be a positive number of images, got {n!r}")
     require(isinstance(batch_size, int) and batch_size > 0,
             f"batch_size must be a positive integer, got {batch_size!r}")
@@ -158,11 +161,15 @@ def adapter_features(model, source, split: SplitConfig, n: int, batch_size: int 
             require(emb.ndim == 3 and emb.shape[1] == grid * grid,
                     f"the model gives understanding vectors of shape {tuple(emb.shape)} for a source of "
                     f"{grid * grid} tokens: use the run's own vision source")
-            weights = torch.zeros(len(attrs), grid * grid, device=emb.device)
-            for b, a in enumerate(attrs):
-                idx = cells[a.weather_position]
-                weights[b, idx] = 1.0 / len(idx)
-            xs.append(torch.einsum("bn,bnh->bh", weights, emb).cpu().numpy())
+            if view == "concat":
+                xs.append(torch.stack([emb[b, cells[a.weather_position]].reshape(-1)
+                                       for b, a in enumerate(attrs)]).cpu().numpy())
+            else:
+                weights = torch.zeros(len(attrs), grid * grid, device=emb.device)
+                for b, a in enumerate(attrs):
+                    idx = cells[a.weather_position]
+                    weights[b, idx] = 1.0 / len(idx)
+                xs.append(torch.einsum("bn,bnh->bh", weights, emb).cpu().numpy())
             ys.extend(WEATHERS.index(a.weather) for a in attrs)
     finally:
         model.train(was_training)
@@ -266,7 +273,8 @@ def tsne_2d(x: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarra
 
 def probe_run(run_dir: str | os.PathLike, n_train: int = 4000, n_test: int = 1000, seed: int = 0, tsne: bool = True,
               *, n_tsne: int = 1000, batch_size: int = 64, checkpoint: str | int | None = None,
-              split_name: str = SPLIT_NAME, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+              split_name: str = SPLIT_NAME, view: str = "concat", log: Callable[[str], None] | None = None
+              ) -> dict[str, Any]:
     """Linear probe (and t-SNE) of a trained run's understanding tokens at the weather icon.
 
     Args:
@@ -280,13 +288,15 @@ def probe_run(run_dir: str | os.PathLike, n_train: int = 4000, n_test: int = 100
         batch_size: images per encoder and adapter call.
         checkpoint: which checkpoint (default: the latest).
         split_name: the probe split's name.
+        view: how the icon's cells are read (:func:`adapter_features`): ``concat`` (side by side; the default, see
+            docs/results.md, amendment 2) or ``mean``. The t-SNE uses the same vectors.
         log: optional callable for one summary line.
 
     Returns:
         A JSON-able dict: ``accuracy`` and ``chance`` (in ``[0, 1]``), ``n_train``, ``n_test``, ``dim`` (the LLM
         width), ``tsne`` (``[[x, y], ...]`` of the t-SNE points, or ``None``), ``labels`` (their weather names, or
         ``None``), ``classes`` (:data:`~uvlm.data.attributes.WEATHERS`), ``cells`` (the token indices averaged per
-        icon corner), ``grid``, ``resolution``, ``variant``, ``run``, ``checkpoint``, ``split``, ``seed``.
+        icon corner), ``grid``, ``resolution``, ``variant``, ``run``, ``checkpoint``, ``split``, ``seed``, ``view``.
     """
     from uvlm.train.checkpoint import load_run
 
@@ -298,14 +308,14 @@ def probe_run(run_dir: str | os.PathLike, n_train: int = 4000, n_test: int = 100
     source = loaded.sources.understanding
     resolution, grid = int(source.resolution), token_grid(source.num_tokens)
     split = probe_split(resolution, seed, split_name)
-    x_tr, y_tr = adapter_features(loaded.model, source, split, n_train, batch_size)
-    x_te, y_te = adapter_features(loaded.model, source, split, n_test, batch_size, start=n_train)
+    x_tr, y_tr = adapter_features(loaded.model, source, split, n_train, batch_size, view=view)
+    x_te, y_te = adapter_features(loaded.model, source, split, n_test, batch_size, start=n_train, view=view)
     result: dict[str, Any] = {**fit_probe(x_tr, y_tr, x_te, y_te), "n_train": n_train, "n_test": n_test,
                               "dim": int(x_tr.shape[1]), "tsne": None, "labels": None, "classes": list(WEATHERS),
                               "cells": {c: icon_cells(_corner(c), resolution, grid) for c in CORNERS},
                               "grid": grid, "resolution": resolution, "variant": loaded.config.variant,
                               "run": str(run_dir), "checkpoint": loaded.checkpoint.name, "split": split_name,
-                              "seed": seed}
+                              "seed": seed, "view": view}
     if tsne:
         m = min(n_tsne, n_test)
         result["tsne"] = tsne_2d(x_te[:m], seed).tolist()
