@@ -244,7 +244,12 @@ def test_each_token_is_noised_batch_mul_times(monkeypatch) -> None:
     head = toy_head(batch_mul=3)
     seen = []
     forward = head.net.forward
-    monkeypatch.setattr(head.net, "forward", lambda x, t, c: (seen.append((x.shape[0], t.clone())), forward(x, t, c))[1])
+
+    def recording(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        seen.append((x.shape[0], t.clone()))
+        return forward(x, t, c)
+
+    monkeypatch.setattr(head.net, "forward", recording)
     head.loss(torch.zeros(5, 2), torch.zeros(5, 2), generator=torch.Generator().manual_seed(0))
     (n, t), = seen
     assert n == 15 and len(set(t.tolist())) > 5  # 3 independent steps per token

@@ -103,9 +103,10 @@ class DiffusionHeadConfig:
 
     @classmethod
     def tiny(cls, **kw: Any) -> "DiffusionHeadConfig":
-        """CPU preset: width 256, depth 3, and the clean-token clamp at 5 (latents scaled to unit variance rarely
-        leave +-5; see :class:`DiffusionHead` for why a briefly trained head needs the clamp)."""
-        base: dict[str, Any] = dict(token_dim=8, cond_dim=128, width=256, depth=3, clip_x0=5.0)
+        """CPU preset: 8-dim tokens (the tiny KL-VAE), a 256-wide condition (the tiny LLM), width 256, depth 3
+        (1.3 M parameters), and the clean-token clamp at 5 (latents scaled to unit variance rarely leave +-5; see
+        :class:`DiffusionHead` for why a briefly trained head needs the clamp)."""
+        base: dict[str, Any] = dict(token_dim=8, cond_dim=256, width=256, depth=3, clip_x0=5.0)
         return cls(**{**base, **kw})
 
     def to_dict(self) -> dict[str, Any]:
@@ -285,7 +286,7 @@ def _discretized_nll(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tenso
 class DiffusionHead(nn.Module):
     """The per-token diffusion head: :meth:`loss` for training, :meth:`sample` for generation.
 
-    ``head = DiffusionHead(DiffusionHeadConfig.tiny(token_dim=8, cond_dim=128))``; ``head.loss(latents, hidden)``
+    ``head = DiffusionHead(DiffusionHeadConfig.tiny(token_dim=8, cond_dim=256))``; ``head.loss(latents, hidden)``
     where ``latents`` are the ground-truth tokens at the image positions and ``hidden`` the LLM's hidden states that
     predict them; ``head.sample(hidden, steps=100)`` draws one token per row.
 

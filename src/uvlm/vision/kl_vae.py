@@ -93,7 +93,8 @@ class KLVAEConfig:
         require(len(self.ch_mult) >= 1 and all(m >= 1 for m in self.ch_mult),
                 f"KL-VAE config ch_mult must be a non-empty list of positive integers, got {list(self.ch_mult)}")
         bad_levels = [lv for lv in self.attn_levels if not 0 <= lv < len(self.ch_mult)]
-        require(not bad_levels, f"KL-VAE attn_levels {bad_levels} are not levels of ch_mult (0..{len(self.ch_mult) - 1})")
+        require(not bad_levels,
+                f"KL-VAE attn_levels {bad_levels} are not levels of ch_mult (0..{len(self.ch_mult) - 1})")
         require(self.resolution % self.downsample == 0,
                 f"KL-VAE resolution {self.resolution} is not divisible by the downsampling factor {self.downsample}: "
                 f"use a multiple of {self.downsample}")
@@ -544,7 +545,8 @@ def evaluate(model: KLVAE, x: torch.Tensor, batch_size: int = 64) -> dict[str, f
     psnr = peak_signal_noise_ratio(rec, x, data_range=1.0, reduction="none", dim=(1, 2, 3))
     mean = x.mean(0, keepdim=True).expand_as(x)
     base = peak_signal_noise_ratio(mean, x, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    return {"psnr": float(psnr.mean()), "psnr_mean_image": float(base.mean()), "latent_std": float(torch.cat(lats).std())}
+    return {"psnr": float(psnr.mean()), "psnr_mean_image": float(base.mean()),
+            "latent_std": float(torch.cat(lats).std())}
 
 
 @torch.no_grad()
