@@ -275,7 +275,7 @@ def test_bad_prediction_files(tmp_path, lines, match):
 def test_missing_prediction_file(tmp_path):
     with pytest.raises(UserError, match="not found"):
         read_predictions(tmp_path / "nope.jsonl")
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(UserError, match="is a folder, not a file"):
         read_predictions(tmp_path)  # a folder is not a file
 
 
@@ -292,6 +292,7 @@ def fake_storage(monkeypatch):
 
     module = types.ModuleType("uvlm.data.storage")
     module.read_samples = read_samples
+    module.read_manifest = lambda path: {}
     monkeypatch.setitem(sys.modules, "uvlm.data.storage", module)
     return sw, calls
 

@@ -33,6 +33,66 @@ def _int_arg(text: str, minimum: int, what: str) -> int:
     return v
 
 
+def _fmt(n: int) -> str:
+    return f"{n:,}" if abs(n) >= 100_000 else str(n)
+
+
+def bounded_int(minimum: int, maximum: int):
+    """argparse type: an integer in ``[minimum, maximum]`` (a value outside is a one-line usage error)."""
+
+    if minimum == 1:
+        what = f"a positive integer (at most {_fmt(maximum)})"
+    elif minimum == 0:
+        what = f"an integer >= 0 (at most {_fmt(maximum)})"
+    else:
+        what = f"an integer in [{_fmt(minimum)}, {_fmt(maximum)}]"
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not minimum <= v <= maximum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def bounded_float(minimum: float, maximum: float):
+    """argparse type: a finite number in ``[minimum, maximum]`` (``inf`` and ``nan`` are refused)."""
+    import math
+
+    def parse(text: str) -> float:
+        what = f"a number in [{minimum:g}, {maximum:g}]"
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (math.isfinite(v) and minimum <= v <= maximum):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
+#: Bounds of the CLI's numeric flags: beyond them a command cannot fit in memory or would never end.
+MAX_WORKERS = 256
+MAX_SEED = 2**32 - 1
+
+
+def seed_arg(text: str) -> int:
+    """argparse type: a seed in ``[0, 2^32 - 1]``."""
+    return bounded_int(0, MAX_SEED)(text)
+
+
+def workers_arg(text: str) -> int:
+    """argparse type: a worker count in ``[1, MAX_WORKERS]``."""
+    return bounded_int(1, MAX_WORKERS)(text)
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     return _int_arg(text, 1, "a positive integer")
@@ -66,10 +126,12 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--flag`` per field of a flat dataclass, typed from its default, documented by the field's docstring."""
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, types: dict | None = None) -> None:
+    """One ``--flag`` per field of a flat dataclass, typed from its default (or by ``types[field]``, an argparse type
+    that also checks the range), documented by the field's docstring."""
     import dataclasses
 
+    types = types or {}
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
@@ -79,6 +141,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
         elif isinstance(default, tuple):
             parser.add_argument(flag, nargs="+", default=default, help=help_)
+        elif f.name in types:
+            parser.add_argument(flag, type=types[f.name], default=default, help=help_)
         elif f.name in ("samples",):
             parser.add_argument(flag, type=count_arg, default=default, help=help_)
         else:

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from uvlm.cli._common import add_group, count_arg, default_workers, positive_int
-from uvlm.data.config import TASKS, Bias, SplitConfig
+from uvlm.cli._common import add_group, bounded_int, count_arg, default_workers, seed_arg, workers_arg
+from uvlm.data.config import MAX_RESOLUTION, MIN_RESOLUTION, TASKS, Bias, SplitConfig
 from uvlm.errors import UserError, require
 
 
@@ -32,13 +32,29 @@ def bias_arg(text: str) -> Bias:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def resolution_arg(text: str) -> int:
+    """argparse type for ``--resolution``: an integer from the legible minimum to the maximum side length."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an image side in pixels, got {text!r}") from None
+    if v < MIN_RESOLUTION:
+        raise argparse.ArgumentTypeError(f"{v} px is below the legible minimum of {MIN_RESOLUTION} px: use "
+                                         f"{MIN_RESOLUTION} or more (64 is the CPU default)")
+    if v > MAX_RESOLUTION:
+        raise argparse.ArgumentTypeError(f"{v} px is above the maximum of {MAX_RESOLUTION} px: use at most "
+                                         f"{MAX_RESOLUTION} (the paper uses 224 and 256, the CPU default 64)")
+    return v
+
+
 def _add_split_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("split (defaults: the paper's train split, or its test split with --split test)")
     g.add_argument("--split", choices=("train", "test"), default="train",
                    help="preset to start from: train (60K+60K+60K sharing images) or test (1,000 VQA + 500 "
                         "generation on their own images); also the split name, so train and test differ per seed")
-    g.add_argument("--seed", type=int, default=None, help="base seed (default 0)")
-    g.add_argument("--resolution", type=int, default=None, metavar="PX", help="image side in pixels (default 64)")
+    g.add_argument("--seed", type=seed_arg, default=None, help="base seed (default 0)")
+    g.add_argument("--resolution", type=resolution_arg, default=None, metavar="PX",
+                   help=f"image side in pixels, {MIN_RESOLUTION} to {MAX_RESOLUTION} (default 64)")
     g.add_argument("--vqa", type=count_arg, default=None, metavar="N", help="VQA conversations (e.g. 60K)")
     g.add_argument("--caption", type=count_arg, default=None, metavar="N", help="caption samples")
     g.add_argument("--generation", type=count_arg, default=None, metavar="N", help="text-to-image samples")
@@ -79,7 +95,10 @@ def _terminate_as_interrupt() -> Iterator[None]:
 def _generate(args: argparse.Namespace) -> int:
     from uvlm.data.storage import materialize
 
+    from uvlm.io import check_output_dir
+
     config = split_config_from_args(args)
+    check_output_dir(args.out, "the split")
     t0 = time.perf_counter()
     with _terminate_as_interrupt():
         manifest = materialize(config, args.out, workers=args.workers, shard_size=args.shard_size,
@@ -96,8 +115,11 @@ def _preview(args: argparse.Namespace) -> int:
     from uvlm.data.preview import contact_sheet
     from uvlm.io import atomic_path
 
+    from uvlm.io import check_output_file
+
     require(args.n >= 1, f"-n must be at least 1, got {args.n}")
     require(Path(args.out).suffix.lower() == ".png", f"preview output {args.out} must end in .png")
+    check_output_file(args.out, "the preview")
     if args.source is not None:
         from uvlm.data.storage import read_samples
 
@@ -136,6 +158,11 @@ def _info(args: argparse.Namespace) -> int:
 def _export_llava(args: argparse.Namespace) -> int:
     from uvlm.data.llava import export_llava
 
+    from uvlm.data.storage import read_manifest
+    from uvlm.io import check_output_dir
+
+    read_manifest(args.split_dir)  # a missing or damaged split fails before anything is written
+    check_output_dir(args.out, "the export")
     t0 = time.perf_counter()
     with _terminate_as_interrupt():
         meta = export_llava(args.split_dir, args.out, overwrite=args.overwrite)
@@ -153,9 +180,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "The bytes depend only on the flags, not on --workers.")
     p.add_argument("out", metavar="OUT", help="output folder (must be absent or empty unless --overwrite)")
     _add_split_flags(p)
-    p.add_argument("--workers", type=positive_int, default=default_workers(), metavar="N",
+    p.add_argument("--workers", type=workers_arg, default=default_workers(), metavar="N",
                    help="worker processes (default: all usable cores)")
-    p.add_argument("--shard-size", type=positive_int, default=5000, metavar="N", help="rows per shard (default 5000)")
+    p.add_argument("--shard-size", type=bounded_int(1, 10**7), default=5000, metavar="N",
+                   help="rows per shard (default 5000)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing split at OUT once the new one is done")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_generate)
@@ -166,9 +194,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", metavar="OUT.png", help="output image")
     p.add_argument("--from", dest="source", default=None, metavar="SPLIT_DIR", help="read samples from this split")
     _add_split_flags(p)
-    p.add_argument("-n", type=positive_int, default=16, help="number of samples (default 16)")
+    p.add_argument("-n", type=bounded_int(1, 1024), default=16, help="number of samples, at most 1024 (default 16)")
     p.add_argument("--task", choices=TASKS, default="vqa", help="which task (default vqa)")
-    p.add_argument("--columns", type=positive_int, default=None, metavar="N", help="sheet columns (default: auto)")
+    p.add_argument("--columns", type=bounded_int(1, 1024), default=None, metavar="N",
+                   help="sheet columns (default: auto)")
     p.set_defaults(func=_preview)
 
     p = group.add_parser("info", help="print a split's manifest summary",

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from uvlm.cli._common import add_dataclass_args, dataclass_from_args
+from uvlm.cli._common import MAX_WORKERS, add_dataclass_args, bounded_int, count_arg, dataclass_from_args
+
+#: Range checks of ``uvlm quickstart`` flags (0 workers: one per core; 0 evaluations: at the end only).
+QUICKSTART_TYPES = {"seeds": bounded_int(1, 1000), "workers": bounded_int(0, MAX_WORKERS), "samples": count_arg,
+                    "evals": bounded_int(0, 10_000), "questions": bounded_int(1, 10**7),
+                    "final_questions": bounded_int(1, 10**7)}
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
@@ -24,5 +29,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "table in the layout of the paper's Table A5 beside the published numbers and the pre-registered "
                     "verdict, and plot weather accuracy against understanding samples seen. States its expected "
                     "runtime first; finished runs are skipped when it is run again.")
-    add_dataclass_args(p, QuickstartConfig)
+    add_dataclass_args(p, QuickstartConfig, QUICKSTART_TYPES)
     p.set_defaults(func=cmd_quickstart)

@@ -6,8 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from uvlm.cli._common import add_dataclass_args, dataclass_from_args
+from uvlm.cli._common import MAX_WORKERS, add_dataclass_args, bounded_int, dataclass_from_args
 from uvlm.errors import require
+
+#: Range checks of ``uvlm run`` flags (0 workers: one per core).
+RUN_TYPES = {"seeds": bounded_int(1, 1000), "workers": bounded_int(0, MAX_WORKERS)}
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -27,9 +30,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     from uvlm.experiments.recipe import load_preset, load_recipe
     from uvlm.experiments.sweep import SweepOptions, run_sweep
 
+    from uvlm.experiments.sweep import sweep_root
+    from uvlm.io import check_output_dir, unchanged_on_error
+
     opts = dataclass_from_args(SweepOptions, args)
     recipe, preset = load_recipe(args.recipe), load_preset(opts.preset)
-    result = run_sweep(recipe, preset, opts)
+    if opts.dry_run:
+        result = run_sweep(recipe, preset, opts)
+        return 0
+    roots = [sweep_root(opts, preset)] + ([Path(opts.results)] if opts.results else [])
+    for root in roots:
+        check_output_dir(root, "the results")
+    if opts.tables_only:  # writes tables only: a failure leaves the folders as they were
+        with unchanged_on_error(*roots):
+            result = run_sweep(recipe, preset, opts)
+    else:
+        result = run_sweep(recipe, preset, opts)
     return 1 if any(r["status"] == "failed" for r in result["records"]) else 0
 
 
@@ -64,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "results.csv/json/md with mean, std and 95%% interval over seeds. Interrupt and "
                                    "rerun freely: finished work is kept.")
     p.add_argument("recipe", help="recipe name (see 'uvlm recipes')")
-    add_dataclass_args(p, SweepOptions)
+    add_dataclass_args(p, SweepOptions, RUN_TYPES)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write a recipe's report: the paper's table layout and figures",

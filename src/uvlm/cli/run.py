@@ -19,17 +19,24 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from uvlm.cli._common import count_arg, non_negative_int, positive_int
+from uvlm.cli._common import bounded_float, bounded_int, count_arg, seed_arg
 from uvlm.errors import UserError, require
+from uvlm.train.config import MAX_BATCH, MAX_QUESTIONS, MAX_STEPS
 
-
+#: Bounds of the inference flags (a longer answer or drawing than this is a typo, not a request).
+MAX_NEW_TOKENS = 4096
+MAX_TEMPERATURE = 100.0
+MAX_TOP_K = 10**6
+MAX_EVAL_SAMPLES = 10**6
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", metavar="STEP", help="checkpoint step or folder name (default: the latest)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); above 0 samples")
-    p.add_argument("--top-k", type=non_negative_int, default=0, help="sample among the k most likely tokens (0: all)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed")
+    p.add_argument("--temperature", type=bounded_float(0.0, MAX_TEMPERATURE), default=0.0,
+                   help="0 = greedy (default); above 0 samples")
+    p.add_argument("--top-k", type=bounded_int(0, MAX_TOP_K), default=0,
+                   help="sample among the k most likely tokens (0: all)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="sampling seed")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,15 +49,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="FILE.json", help="a RunConfig as JSON (missing keys keep their defaults)")
     p.add_argument("--out", metavar="DIR", help="run folder (default: config out_dir, else runs/<variant>-seed<N>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
-    p.add_argument("--steps", type=positive_int, help="optimiser steps (default: one epoch)")
-    p.add_argument("--seed", type=non_negative_int, help="training seed (data order and weight init)")
+    p.add_argument("--checkpoint", metavar="STEP",
+                   help="with --resume: continue from this checkpoint (a step or step-NNNNNN) instead of the latest")
+    p.add_argument("--steps", type=bounded_int(1, MAX_STEPS), help="optimiser steps (default: one epoch)")
+    p.add_argument("--seed", type=seed_arg, help="training seed (data order and weight init)")
     p.add_argument("--source", metavar="NAME", help="vision source: tiny (default) or a local checkpoint folder")
     p.add_argument("--llm", metavar="PRESET", help="LLM preset: debug or tiny (default)")
-    p.add_argument("--batch-size", type=positive_int, help="global batch size (default 32)")
+    p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), help="global batch size (default 32)")
     p.add_argument("--samples", type=count_arg, metavar="N",
                    help="training samples per task (VQA, caption, generation each; default 60K)")
-    p.add_argument("--eval-every", type=non_negative_int, metavar="STEPS", help="evaluate every N steps (0: at the end)")
-    p.add_argument("--questions", type=non_negative_int, metavar="N", help="test questions per evaluation")
+    p.add_argument("--eval-every", type=bounded_int(0, MAX_STEPS), metavar="STEPS",
+                   help="evaluate every N steps (0: at the end)")
+    p.add_argument("--questions", type=bounded_int(0, MAX_QUESTIONS), metavar="N",
+                   help="test questions per evaluation")
     p.add_argument("--print-config", action="store_true", help="print the resolved RunConfig as JSON and exit")
     p.add_argument("--quiet", action="store_true", help="no console log line and no progress bar")
     p.set_defaults(func=run_train)
@@ -60,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="RUN", help="run folder")
     p.add_argument("image", metavar="IMAGE", help="image file (resized to the vision source's resolution)")
     p.add_argument("question", metavar="QUESTION")
-    p.add_argument("--max-new-tokens", type=positive_int, default=48, help="answer length limit")
+    p.add_argument("--max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS), default=48, help="answer length limit")
     _sampling_args(p)
     p.set_defaults(func=run_ask)
 
@@ -76,18 +87,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Answer the test split's VQA questions greedily and print the VQA score table; "
                                    "the answers are written to RUN/predictions/ for 'uvlm score'.")
     p.add_argument("run", metavar="RUN", help="run folder")
-    p.add_argument("--questions", type=positive_int, help="how many test questions (default: the run's eval setting)")
+    p.add_argument("--questions", type=bounded_int(1, MAX_QUESTIONS),
+                   help="how many test questions (default: the run's eval setting)")
     p.add_argument("--checkpoint", metavar="STEP", help="checkpoint step or folder name (default: the latest)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--generation", type=positive_int, metavar="N",
+    p.add_argument("--generation", type=bounded_int(1, MAX_EVAL_SAMPLES), metavar="N",
                    help="instead of VQA: FID and faithfulness of N test generations (paper: 500)")
     p.add_argument("--inception", metavar="FILE",
                    help="with --generation: FID with this local TorchScript Inception-v3 instead of the reader")
-    p.add_argument("--conditioning", type=positive_int, metavar="N",
+    p.add_argument("--conditioning", type=bounded_int(1, MAX_EVAL_SAMPLES), metavar="N",
                    help="instead of VQA: the teacher-forced vision loss of N test generations with their own vs "
                         "shuffled instructions (does the generation head listen to the text?), and for mixed runs "
                         "the gradient norms of the text and vision losses")
-    p.add_argument("--drawings", type=positive_int, metavar="N",
+    p.add_argument("--drawings", type=bounded_int(1, MAX_EVAL_SAMPLES), metavar="N",
                    help="instead of VQA: does the run draw the requested weather? Its drawings of N test instructions "
                         "that name the weather, read by a probe fitted on real features and by the nearest real class "
                         "mean, and their similarity to their own ground truth against the others'")
@@ -95,23 +107,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # ----- train ---------------------------------------------------------------------------------------------------------
-def _read_config_file(path: str):
+def _read_config_file(path: str, check_variant: bool = True):
+    from uvlm.io import read_json
     from uvlm.train.config import RunConfig
 
-    f = Path(path)
-    require(f.is_file(), f"config file {path!r} not found: write one with 'uvlm train --print-config > run.json'")
-    try:
-        d = json.loads(f.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"config file {path!r} is not valid JSON ({e}): fix the syntax") from None
-    return RunConfig.from_dict(d)
+    d = read_json(path, "config file", "write one with 'uvlm train --print-config > run.json' and edit it")
+    cfg = RunConfig.from_dict(d)
+    if check_variant and "variant" in d:
+        _check_variant_fields(cfg)
+    return cfg
+
+
+def _check_variant_fields(cfg) -> None:
+    """A config file's ``variant`` names the model its fields describe (else runs would be labelled wrongly)."""
+    from uvlm.train.config import variant_config
+
+    implied = variant_config(cfg.variant, cfg)
+    names = {"mode": (cfg.mode, implied.mode), "vision.understanding": (cfg.vision.understanding,
+             implied.vision.understanding), "vision.generation": (cfg.vision.generation, implied.vision.generation)}
+    for k in ("encoder", "target", "detach", "affine"):
+        names[f"model.{k}"] = (getattr(cfg.model, k), getattr(implied.model, k))
+    diff = [f"{k} is {a!r}, the variant's {b!r}" for k, (a, b) in names.items() if a != b]
+    require(not diff, f"variant {cfg.variant!r} does not match the config's fields ({'; '.join(diff)}): fix the "
+                      f"variant or pass --variant {cfg.variant} to set the fields it implies")
 
 
 def build_config(args: argparse.Namespace):
     """The RunConfig of ``uvlm train`` flags: config file, then variant, then the size flags."""
     from uvlm.train.config import RunConfig, variant_config
 
-    cfg = _read_config_file(args.config) if args.config else RunConfig()
+    # a config's own variant must match its fields, unless --variant sets them
+    cfg = _read_config_file(args.config, check_variant=not args.variant) if args.config else RunConfig()
     if args.variant:
         cfg = variant_config(args.variant, cfg)
     if args.steps is not None:
@@ -140,11 +166,19 @@ def run_train(args: argparse.Namespace) -> int:
     from uvlm.train.checkpoint import read_run_config
     from uvlm.train.loop import train
 
+    from uvlm.io import check_output_dir, found
+
+    require(args.checkpoint is None or args.resume, "--checkpoint needs --resume DIR: it names the checkpoint of "
+                                                    "that run to continue from")
     if args.resume:
         fixed = [f"--{k.replace('_', '-')}" for k in ("variant", "config", "seed", "source", "llm", "batch_size",
                                                       "samples", "out") if getattr(args, k) is not None]
         require(not fixed, f"{', '.join(fixed)} cannot change a run being resumed: resume with --resume DIR "
                            f"[--steps N] only, or start a new run")
+        run = Path(args.resume)
+        require(run.is_dir(), f"cannot resume: {args.resume!r} is not a run folder ("
+                              f"{'nothing is there' if not run.exists() else 'it is ' + found(run)}): pass the --out "
+                              f"folder of an earlier 'uvlm train'")
         cfg = read_run_config(args.resume)
         if args.steps is not None:
             cfg = replace(cfg, optim=replace(cfg.optim, steps=args.steps))
@@ -153,13 +187,22 @@ def run_train(args: argparse.Namespace) -> int:
         if args.questions is not None:
             cfg = replace(cfg, eval=replace(cfg.eval, questions=args.questions))
         out = Path(args.resume)
+        if args.checkpoint is not None:
+            from uvlm.train.checkpoint import find_checkpoint, read_state
+
+            read_state(find_checkpoint(out, args.checkpoint))  # a missing or damaged one fails before anything loads
     else:
         cfg = build_config(args)
         out = Path(cfg.default_out_dir)
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
         return 0
-    result = train(cfg, out, resume=bool(args.resume), quiet=args.quiet)
+    if not args.resume:
+        check_output_dir(out, "the run")
+        require(not out.is_dir() or not any(out.iterdir()) or (out / "config.json").is_file(),
+                f"run folder {str(out)!r} is not empty and is not a run (no config.json): choose another --out, or "
+                f"empty the folder yourself")
+    result = train(cfg, out, resume=bool(args.resume), quiet=args.quiet, checkpoint=args.checkpoint)
     if not args.quiet:
         print(f"done: {result.steps} steps in {result.out_dir}", file=sys.stderr)
     return 0
@@ -184,8 +227,12 @@ def run_ask(args: argparse.Namespace) -> int:
     from uvlm.model.generate import answer
 
     sampling = _sampling(args)
+    from uvlm.io import found
+
     path = Path(args.image)
-    require(path.is_file(), f"image {args.image!r} not found: pass an image file (PNG, JPEG ...)")
+    require(path.exists(), f"image {args.image!r} not found: pass an image file (PNG, JPEG ...)")
+    require(path.is_file(), f"image {args.image!r} is {found(path)}, not an image file: pass an image file (PNG, "
+                            f"JPEG ...)")
     try:
         with Image.open(path) as im:
             image = im.convert("RGB")
@@ -209,7 +256,7 @@ def run_draw(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from uvlm.io import atomic_path
+    from uvlm.io import atomic_path, check_output_file
     from uvlm.model.generate import generate_images
 
     sampling = _sampling(args)
@@ -217,6 +264,7 @@ def run_draw(args: argparse.Namespace) -> int:
     require(out.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"),
             f"output {args.output!r} must end in .png, .jpg or .webp")
     require(args.instruction.strip() != "", "the instruction is empty: describe the watch to draw")
+    check_output_file(out, "the drawing")
     loaded = _load(args)
     model = loaded.model
     require(model.target is not None, f"run {args.run!r} is an understanding-only model ({loaded.config.variant}): "
@@ -245,6 +293,11 @@ def run_eval(args: argparse.Namespace) -> int:
             "--generation, --conditioning and --drawings are separate evaluations: give one of them per call")
     if args.inception:  # a bad weights file fails before the model loads
         from uvlm.eval.fid import inception_extractor
+        from uvlm.io import found
+
+        require(not Path(args.inception).exists() or Path(args.inception).is_file(),
+                f"Inception weights file {args.inception!r} is {found(args.inception)}, not a file: pass the "
+                f"TorchScript file itself")
 
         inception_extractor(args.inception)
     loaded = _load(args)

@@ -38,8 +38,15 @@ def run(args: argparse.Namespace) -> int:
     from uvlm.data.scoring import questions_from_samples, read_predictions, score_predictions
     from uvlm.data.storage import read_samples
 
+    from uvlm.io import found
+
     test = Path(args.test)
-    require(test.is_dir(), f"test split folder {str(test)!r} not found: pass the folder of a materialized test split")
+    require(test.exists(), f"test split folder {str(test)!r} not found: pass the folder of a materialized test split")
+    require(test.is_dir(), f"test split folder {str(test)!r} is {found(test)}, not a folder: pass the folder of a "
+                           f"materialized test split")
+    from uvlm.data.storage import read_manifest
+
+    read_manifest(test)  # a damaged split is reported before the answers are read
     predictions = read_predictions(args.predictions)
     questions = questions_from_samples(read_samples(test, "vqa", with_images=False))
     require(len(questions) > 0, f"the split in {str(test)!r} has no VQA questions: pass a test split with VQA samples")

@@ -7,12 +7,18 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from uvlm.data.attributes import TEXT_ATTRIBUTES
-from uvlm.errors import UserError, check_keys, require
+from uvlm.errors import UserError, check_keys, check_types, require
 
 TASKS: tuple[str, ...] = ("vqa", "caption", "generation")
 
 #: Below this side length the battery text and the clock hands are no longer legible (see benchmarks/legibility.py).
 MIN_RESOLUTION = 48
+
+#: Above this side length one image no longer fits a training batch in memory (the paper uses 224 and 256).
+MAX_RESOLUTION = 1024
+
+#: Most samples of one task in a split (the paper's splits have 60K; a larger count is almost surely a typo).
+MAX_COUNT = 10**9
 
 #: The attribute mention probability in captions and generation instructions (time is always stated).
 CAPTION_MENTION_PROB = 0.5
@@ -88,15 +94,24 @@ class SplitConfig:
     def __post_init__(self) -> None:
         require(isinstance(self.name, str) and self.name != "" and "/" not in self.name,
                 f"bad split name {self.name!r}: use a non-empty name without '/'")
-        require(isinstance(self.seed, int) and self.seed >= 0, f"seed must be a non-negative integer, got {self.seed!r}")
+        require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**32,
+                f"seed must be an integer in [0, 2^32), got {self.seed!r}")
         for n in ("n_vqa", "n_caption", "n_generation", "max_extra_turns"):
             v = getattr(self, n)
-            require(isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-                    f"{n} must be a non-negative integer, got {v!r}")
-        require(isinstance(self.resolution, int) and self.resolution >= MIN_RESOLUTION,
+            top = MAX_COUNT if n.startswith("n_") else 100
+            require(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= top,
+                    f"{n} must be a non-negative integer (at most {top:,}), got {v!r}")
+        require(isinstance(self.resolution, int) and not isinstance(self.resolution, bool),
+                f"resolution must be an integer number of pixels, got {self.resolution!r}")
+        require(self.resolution >= MIN_RESOLUTION,
                 f"resolution {self.resolution!r} is below the legible minimum of {MIN_RESOLUTION} px: use "
                 f"--resolution {MIN_RESOLUTION} or more (64 is the CPU default)")
-        require(0.0 <= self.extra_turn_prob <= 1.0, f"extra_turn_prob must be in [0, 1], got {self.extra_turn_prob!r}")
+        require(self.resolution <= MAX_RESOLUTION,
+                f"resolution {self.resolution!r} is above the maximum of {MAX_RESOLUTION} px: use at most "
+                f"{MAX_RESOLUTION} (the paper uses 224 and 256, the CPU default 64)")
+        require(isinstance(self.extra_turn_prob, (int, float)) and not isinstance(self.extra_turn_prob, bool)
+                and 0.0 <= self.extra_turn_prob <= 1.0, f"extra_turn_prob must be in [0, 1], got {self.extra_turn_prob!r}")
+        require(isinstance(self.share_images, bool), f"share_images must be true or false, got {self.share_images!r}")
 
     # ----- presets -------------------------------------------------------------------------------------------------
     @classmethod
@@ -161,11 +176,17 @@ class SplitConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SplitConfig":
-        check_keys(cls, d, "split config")
+        check_types(cls, d, "split config", prefix="")
         d = dict(d)
         if d.get("bias") is not None:
             b = d["bias"]
-            d["bias"] = Bias(**b) if isinstance(b, dict) else Bias.parse(str(b))
+            if isinstance(b, dict):
+                check_types(Bias, b, "bias")
+                require("attribute" in b, "bias needs an attribute, e.g. {\"attribute\": \"weather\"}")
+                d["bias"] = Bias(**b)
+            else:
+                require(isinstance(b, str), f"bias must be an object or a string such as 'weather:0.05', got {b!r}")
+                d["bias"] = Bias.parse(b)
         return cls(**d)
 
 
@@ -181,4 +202,5 @@ def parse_count(text: str) -> int:
     except ValueError:
         raise UserError(f"bad count {text!r}: write an integer such as 60000, 60K or 1.5M") from None
     require(v >= 0 and math.isfinite(v) and v == int(v), f"bad count {text!r}: sizes must be non-negative integers")
+    require(v <= MAX_COUNT, f"count {text!r} is above the maximum of {MAX_COUNT:,}: use a smaller size")
     return int(v)

@@ -313,9 +313,13 @@ def read_predictions(path: str | os.PathLike) -> dict[str, str]:
     A missing file, a line that is not a JSON object with string fields ``id`` and ``prediction``, or an id given
     twice raise :class:`UserError` naming the line and the fix.
     """
+    from uvlm.io import found
+
     path = Path(path)
-    require(path.is_file(), f"predictions file {str(path)!r} not found: pass the JSON-lines file of answers "
-                            f"({_LINE_FORMAT})")
+    require(path.exists(), f"predictions file {str(path)!r} not found: pass the JSON-lines file of answers "
+                           f"({_LINE_FORMAT})")
+    require(path.is_file(), f"predictions file {str(path)!r} is {found(path)}, not a file: pass the JSON-lines file "
+                            f"of answers ({_LINE_FORMAT})")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -331,6 +335,8 @@ def read_predictions(path: str | os.PathLike) -> dict[str, str]:
             obj = json.loads(raw)
         except json.JSONDecodeError as e:
             raise UserError(f"{where} is not valid JSON ({e.msg} at column {e.colno}): {_LINE_FORMAT}") from None
+        except RecursionError:
+            raise UserError(f"{where} is nested too deeply to be an answer: {_LINE_FORMAT}") from None
         require(isinstance(obj, dict), f"{where} is a JSON {type(obj).__name__}, not an object: {_LINE_FORMAT}")
         for key in ("id", "prediction"):
             require(key in obj, f"{where} has no {key!r} field: {_LINE_FORMAT}")

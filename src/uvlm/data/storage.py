@@ -379,15 +379,22 @@ def _run_jobs(jobs: Sequence[_ShardJob], workers: int, progress: bool) -> list[d
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """The manifest of the split folder ``path``; :class:`UserError` if it is not a (readable, current) split."""
+    from uvlm.io import found
+
     path = Path(path)
-    require(path.is_dir(), f"split folder {path} does not exist: generate it with uvlm data generate {path}")
+    require(path.exists(), f"split folder {path} does not exist: generate it with uvlm data generate {path}")
+    require(path.is_dir(), f"split folder {path} is {found(path)}, not a folder: pass the folder that uvlm data "
+                           f"generate wrote")
     mpath = path / MANIFEST
-    require(mpath.is_file(),
+    require(mpath.exists(),
             f"{path} is not a uvlm split (no {MANIFEST}): generate one with uvlm data generate {path}")
+    require(mpath.is_file(), f"{mpath} is {found(mpath)}, not a file: {_regen_hint(path)}")
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"unreadable {mpath} ({e}): {_regen_hint(path)}") from None
+    except RecursionError:
+        raise UserError(f"unreadable {mpath} (nested too deeply to be a manifest): {_regen_hint(path)}") from None
     require(isinstance(manifest, dict) and manifest.get("format") == FORMAT,
             f"{mpath} is not a uvlm split manifest: {_regen_hint(path)}")
     version = manifest.get("schema_version")
@@ -396,7 +403,26 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
             f"{_regen_hint(path)}")
     for key in ("config", "counts", "shards"):
         require(key in manifest, f"{mpath} has no {key!r} entry: {_regen_hint(path)}")
+    _check_counts(path, manifest)
     return manifest
+
+
+def _check_counts(path: Path, manifest: dict[str, Any]) -> None:
+    """The manifest's counts agree with its config and with the rows its shard entries list."""
+    counts, shards = manifest["counts"], manifest["shards"]
+    require(isinstance(counts, dict) and isinstance(shards, dict) and isinstance(manifest["config"], dict),
+            f"split {path} is inconsistent: its {MANIFEST} entries have the wrong form: {_regen_hint(path)}")
+    try:
+        config = SplitConfig.from_dict(manifest["config"])
+        listed = {t: sum(int(e["rows"]) for e in shards.get(t, [])) for t in TASKS}
+    except (UserError, KeyError, TypeError, ValueError) as e:
+        raise UserError(f"split {path} is inconsistent: its {MANIFEST} config or shard list is damaged ({e}): "
+                        f"{_regen_hint(path)}") from None
+    for t in TASKS:
+        n = counts.get(t, 0)
+        require(n == config.count(t) and n == listed[t],
+                f"split {path} is inconsistent: {MANIFEST} counts {n!r} {t} samples, its config "
+                f"{config.count(t)} and its shards {listed[t]} rows: {_regen_hint(path)}")
 
 
 def split_config(path: str | os.PathLike) -> SplitConfig:
@@ -428,7 +454,15 @@ def verify(path: str | os.PathLike) -> dict[str, Any]:
                 f"{manifest['counts'].get(task, 0)}: {_regen_hint(path)}")
         for entry in entries:
             _check_checksum(path, entry)
-            _open_shard(path, entry)
+            pf = _open_shard(path, entry)
+            # a checksum only proves the bytes are the ones the manifest lists: decode every image too
+            for batch in pf.iter_batches(batch_size=ROW_GROUP_SIZE, columns=["id", "image"]):
+                for row in batch.to_pylist():
+                    try:
+                        decode_png(row["image"]["bytes"])
+                    except Exception as e:  # PIL raises many kinds for bad bytes
+                        raise UserError(f"split {path}: the image of {row['id']} in shard {entry['path']} does not "
+                                        f"decode ({type(e).__name__}): {_regen_hint(path)}") from None
     return manifest
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from uvlm.errors import check_keys, require
+from uvlm.errors import check_keys, check_types, require
 
 #: Understanding input spaces the model knows. ``siglip``: SigLIP patch tokens ``(B, N, D)``; ``vq``: the VQ
 #: tokenizer's quantised latents ``(B, N, 8)`` (the codebook entries of the image's code ids).
@@ -30,6 +30,10 @@ LLM_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
                  intermediate_size=688),
 }
+
+
+#: Longest sequence a preset LLM may be configured for (its position tables grow with it).
+MAX_POSITIONS = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -52,14 +56,16 @@ class LLMConfig:
 
     def __post_init__(self) -> None:
         if self.pretrained is None:
-            require(self.preset in LLM_PRESETS,
+            require(isinstance(self.preset, str) and self.preset in LLM_PRESETS,
                     f"unknown LLM preset {self.preset!r}: use one of {', '.join(LLM_PRESETS)} or set a pretrained folder")
         require(self.attn_implementation in ("sdpa", "eager"),
                 f"attn_implementation must be sdpa or eager, got {self.attn_implementation!r}")
         require(self.dtype in ("float32", "bfloat16", "float16"),
                 f"LLM dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
-        require(isinstance(self.max_position_embeddings, int) and self.max_position_embeddings > 0,
-                f"max_position_embeddings must be a positive integer, got {self.max_position_embeddings!r}")
+        require(isinstance(self.max_position_embeddings, int) and not isinstance(self.max_position_embeddings, bool)
+                and 0 < self.max_position_embeddings <= MAX_POSITIONS,
+                f"model.llm.max_position_embeddings must be an integer in [1, {MAX_POSITIONS:,}], got "
+                f"{self.max_position_embeddings!r}")
 
 
 @dataclass(frozen=True)
@@ -152,11 +158,13 @@ class UnifiedConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "UnifiedConfig":
+        check_keys(cls, d, cls.__name__)
         d = dict(d)
         llm = d.pop("llm", None) or {}
         template = d.pop("template", None) or {}
-        for obj, known in ((d, cls), (llm, LLMConfig), (template, TemplateConfig)):
-            check_keys(known, obj, known.__name__)
+        for obj, known, where in ((d, cls, "model."), (llm, LLMConfig, "model.llm."),
+                                  (template, TemplateConfig, "model.template.")):
+            check_types(known, obj, known.__name__, prefix=where)
         if "affine_scale" in d:
             d["affine_scale"] = tuple(d["affine_scale"])
         return cls(**d, llm=LLMConfig(**llm), template=TemplateConfig(**template))

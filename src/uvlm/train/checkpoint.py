@@ -146,15 +146,16 @@ def _jsonable(x):
 
 def read_run_config(run_dir: str | os.PathLike) -> RunConfig:
     """The resolved :class:`RunConfig` of a run folder."""
+    from uvlm.io import found, read_json
+
     run_dir = Path(run_dir)
+    require(run_dir.exists(), f"run {str(run_dir)!r} does not exist: pass the --out folder of 'uvlm train'")
+    require(run_dir.is_dir(), f"run {str(run_dir)!r} is {found(run_dir)}, not a run folder: pass the --out folder "
+                              f"of 'uvlm train'")
     path = run_dir / "config.json"
-    require(path.is_file(), f"{str(run_dir)!r} is not a run folder (no config.json): pass the --out folder of "
-                            f"'uvlm train'")
-    try:
-        d = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}): restore it or start a new run") from None
-    return RunConfig.from_dict(d)
+    require(path.exists(), f"{str(run_dir)!r} is not a run folder (no config.json): pass the --out folder of "
+                           f"'uvlm train'")
+    return RunConfig.from_dict(read_json(path, "run config", "restore it or start a new run"))
 
 
 def checkpoint_name(step: int) -> str:
@@ -297,16 +298,76 @@ def load_weights(ckpt: Path, model, lora: bool) -> None:
                         f"the run's own config") from None
 
 
-def load_training_state(ckpt: Path, optimizer, scheduler) -> list[dict[str, Any]]:
-    """Restore the optimizer and scheduler; return the saved per-process RNG states."""
-    try:
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
-        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=True))
-        rng = torch.load(ckpt / "rng.pt", map_location="cpu", weights_only=True)
-    except (RuntimeError, ValueError, OSError, KeyError) as e:
-        raise UserError(f"cannot restore the training state of checkpoint {str(ckpt)!r} "
-                        f"({str(e).splitlines()[0][:200]}): resume from an earlier checkpoint") from None
+def earlier_checkpoint_hint(ckpt: Path) -> str:
+    """What to do when ``ckpt`` cannot be used: resume from the newest earlier checkpoint, if the run has one."""
+    earlier = [p for p in list_checkpoints(ckpt.parent.parent) if p.name < ckpt.name]
+    if earlier:
+        return (f"resume from an earlier checkpoint with 'uvlm train --resume {ckpt.parent.parent} --checkpoint "
+                f"{earlier[-1].name}'")
+    return "the run has no earlier checkpoint: start it again in a new folder"
+
+
+def _check_rng_states(rng: Any) -> list[dict[str, Any]]:
+    """The per-process RNG states of ``rng.pt``, each tried on a fresh generator (the global ones are untouched)."""
+    require(isinstance(rng, dict) and isinstance(rng.get("states"), list) and rng["states"],
+            "rng.pt does not hold a list of RNG states")
+    for state in rng["states"]:
+        require(isinstance(state, dict) and {"python", "numpy", "torch"} <= set(state),
+                "an RNG state lacks its python, numpy or torch part")
+        random.Random().setstate(_tuples(state["python"]))
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        require(isinstance(keys, torch.Tensor), "the numpy RNG state is not a tensor")
+        np.random.RandomState().set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        require(isinstance(state["torch"], torch.Tensor), "the torch RNG state is not a tensor")
+        torch.Generator().set_state(state["torch"])
     return list(rng["states"])
+
+
+def load_training_state(ckpt: Path, optimizer, scheduler) -> list[dict[str, Any]]:
+    """Restore the optimizer and scheduler; return the saved per-process RNG states.
+
+    The files are loaded with ``weights_only=True`` (no code in them runs). A file that does not load, holds anything
+    but tensors and plain values, or has the wrong structure is a :class:`UserError`
+    ``checkpoint step-N is corrupt or unsafe: ...``."""
+    import pickle
+
+    def load(name: str):
+        return torch.load(ckpt / name, map_location="cpu", weights_only=True)
+
+    name = "optimizer.pt"
+    try:
+        optimizer.load_state_dict(load(name))
+        name = "scheduler.pt"
+        scheduler.load_state_dict(load(name))
+        name = "rng.pt"
+        return _check_rng_states(load(name))
+    except pickle.UnpicklingError:
+        reason = "it holds objects other than tensors and plain values, which are not loaded for safety"
+    except UserError as e:
+        reason = str(e)
+    except Exception as e:  # a damaged file fails in many ways (zip, pickle, structure, shapes)
+        first = (str(e).splitlines() or [""])[0][:160]
+        reason = f"{type(e).__name__}: {first}" if first else type(e).__name__
+    raise UserError(f"checkpoint {ckpt.name} is corrupt or unsafe: {name} cannot be restored ({reason}) in run "
+                    f"{str(ckpt.parent.parent)!r}: {earlier_checkpoint_hint(ckpt)}")
+
+
+def remove_orphans(run_dir: str | os.PathLike) -> list[Path]:
+    """Remove what killed checkpoint writes leave in ``checkpoints/``: ``.step-*.tmp`` folders, ``.latest.*.tmp``
+    files and ``.step-*.old-*`` folders of an interrupted replacement. Returns what was removed."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    removed = []
+    for p in root.iterdir():
+        if re.match(r"^\.(step-\d{6,}|latest)\..+(\.tmp|\.old-\d+)$", p.name) or re.match(
+                r"^\.step-\d{6,}\.old-\d+$", p.name):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 # ----- inference loading --------------------------------------------------------------------------------------------
@@ -360,4 +421,5 @@ def real_token_norm(source, split, n_images: int = 64) -> float:
 __all__ = ["build_run_tokenizer", "build_model", "apply_lora", "trainable_state", "rng_state", "set_rng_state",
            "write_run_metadata", "read_run_config", "checkpoint_name", "list_checkpoints", "latest_checkpoint",
            "find_checkpoint", "save_checkpoint", "read_state", "check_model_config", "load_weights",
-           "load_training_state", "LoadedRun", "load_run", "real_token_norm"]
+           "load_training_state", "earlier_checkpoint_hint", "remove_orphans", "LoadedRun", "load_run",
+           "real_token_norm"]

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from uvlm.data.config import SplitConfig
-from uvlm.errors import UserError, check_keys, require
+from uvlm.errors import UserError, check_keys, check_types, require
 from uvlm.model.config import LLMConfig, UnifiedConfig
 
 #: Training modes: ``mixed`` (understanding + generation samples), ``understanding`` (VQA + caption only, the
@@ -39,9 +39,33 @@ SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant_with_warmup")
 LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def _positive_int(name: str, v: Any, allow_zero: bool = False) -> None:
+#: Upper bounds of the sizes a config may ask for: beyond them a run cannot fit in any memory (or would never end), so
+#: the value is a typo. A bound is checked when the config is read, before anything is built.
+MAX_THREADS = 256
+MAX_STEPS = 10**9
+MAX_BATCH = 10**6
+MAX_EPOCHS = 10_000
+MAX_LORA_RANK = 65_536
+MAX_QUESTIONS = 10**7
+MAX_POOL = 64
+
+
+def _positive_int(name: str, v: Any, allow_zero: bool = False, maximum: int | None = None) -> None:
     ok = isinstance(v, int) and not isinstance(v, bool) and (v >= 0 if allow_zero else v > 0)
-    require(ok, f"{name} must be a {'non-negative' if allow_zero else 'positive'} integer, got {v!r}")
+    if maximum is None:
+        require(ok, f"{name} must be a {'non-negative' if allow_zero else 'positive'} integer, got {v!r}")
+    else:
+        require(ok and v <= maximum, f"{name} must be an integer in [{0 if allow_zero else 1}, {maximum:,}], got {v!r}")
+
+
+def _number(name: str, v: Any, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> None:
+    """``v`` is a finite number in the interval (inclusive unless ``*_open``)."""
+    import math
+
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+        and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    require(ok, f"{name} must be a number in {interval}, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -58,14 +82,14 @@ class DataConfig:
     """Images per file of the on-disk feature cache (part of the cache key; small values suit tiny test runs)."""
 
     def __post_init__(self) -> None:
-        _positive_int("data.feature_chunk", self.feature_chunk)
+        _positive_int("data.feature_chunk", self.feature_chunk, maximum=10**7)
 
     def to_dict(self) -> dict[str, Any]:
         return {"train": self.train.to_dict(), "test": self.test.to_dict(), "feature_chunk": self.feature_chunk}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DataConfig":
-        check_keys(cls, d, "data")
+        check_types(cls, d, "data")
         d = dict(d)
         for k in ("train", "test"):
             if k in d:
@@ -103,7 +127,7 @@ class VisionConfig:
         require(self.generation is None or self.generation in GENERATION_KINDS,
                 f"unknown generation target {self.generation!r}: use one of {', '.join(GENERATION_KINDS)} or null")
         require(isinstance(self.source, str) and self.source != "", "vision.source must be 'tiny' or a local folder")
-        _positive_int("vision.pool", self.pool)
+        _positive_int("vision.pool", self.pool, maximum=MAX_POOL)
 
 
 @dataclass(frozen=True)
@@ -135,18 +159,23 @@ class OptimConfig:
     """Clip the global gradient norm to this (``None``: no clipping)."""
 
     def __post_init__(self) -> None:
-        _positive_int("optim.batch_size", self.batch_size)
-        _positive_int("optim.grad_accumulation", self.grad_accumulation)
+        _positive_int("optim.batch_size", self.batch_size, maximum=MAX_BATCH)
+        _positive_int("optim.grad_accumulation", self.grad_accumulation, maximum=MAX_BATCH)
         if self.steps is not None:
-            _positive_int("optim.steps", self.steps)
-        require(self.epochs > 0, f"optim.epochs must be > 0, got {self.epochs!r}")
+            _positive_int("optim.steps", self.steps, maximum=MAX_STEPS)
+        _number("optim.epochs", self.epochs, 0, MAX_EPOCHS, lo_open=True)
         for n in ("lr_llm", "lr_vision"):
-            require(getattr(self, n) >= 0, f"optim.{n} must be >= 0, got {getattr(self, n)!r}")
-        require(self.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {self.weight_decay!r}")
-        require(0 <= self.warmup_ratio < 1, f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        require(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
-        require(self.max_grad_norm is None or self.max_grad_norm > 0,
-                f"optim.max_grad_norm must be > 0 or null, got {self.max_grad_norm!r}")
+            _number(f"optim.{n}", getattr(self, n), 0, 10)
+        _number("optim.weight_decay", self.weight_decay, 0, 100)
+        _number("optim.warmup_ratio", self.warmup_ratio, 0, 1, hi_open=True)
+        require(isinstance(self.betas, tuple) and len(self.betas) == 2,
+                f"optim.betas must be two numbers in [0, 1), got {self.betas!r}")
+        for b in self.betas:
+            _number("optim.betas", b, 0, 1, hi_open=True)
+        require(isinstance(self.schedule, str) and self.schedule in SCHEDULES,
+                f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
+        if self.max_grad_norm is not None:
+            _number("optim.max_grad_norm", self.max_grad_norm, 0, 1e12, lo_open=True)
 
 
 #: Loss-balance rules: ``fixed`` (``loss = text + alpha x vision``, the paper) or ``grad-norm`` (alpha rescaled so
@@ -177,7 +206,7 @@ class BalanceConfig:
 
     def __post_init__(self) -> None:
         require(self.rule in BALANCE_RULES, f"unknown balance rule {self.rule!r}: use one of {', '.join(BALANCE_RULES)}")
-        _positive_int("balance.every", self.every)
+        _positive_int("balance.every", self.every, maximum=MAX_STEPS)
         require(isinstance(self.momentum, (int, float)) and not isinstance(self.momentum, bool)
                 and 0 <= self.momentum < 1, f"balance.momentum must be in [0, 1), got {self.momentum!r}")
         require(isinstance(self.max_scale, (int, float)) and not isinstance(self.max_scale, bool)
@@ -204,10 +233,12 @@ class LoRAConfig:
     """Also train the embedding rows of the added vision tokens (``peft``'s ``trainable_token_indices``)."""
 
     def __post_init__(self) -> None:
-        _positive_int("lora.r", self.r)
-        require(self.alpha > 0, f"lora.alpha must be > 0, got {self.alpha!r}")
-        require(0 <= self.dropout < 1, f"lora.dropout must be in [0, 1), got {self.dropout!r}")
-        require(len(self.target_modules) > 0 and all(isinstance(m, str) and m for m in self.target_modules),
+        require(isinstance(self.enabled, bool), f"lora.enabled must be true or false, got {self.enabled!r}")
+        _positive_int("lora.r", self.r, maximum=MAX_LORA_RANK)
+        _number("lora.alpha", self.alpha, 0, 1e9, lo_open=True)
+        _number("lora.dropout", self.dropout, 0, 1, hi_open=True)
+        require(isinstance(self.target_modules, tuple) and len(self.target_modules) > 0
+                and all(isinstance(m, str) and m for m in self.target_modules),
                 "lora.target_modules must be a non-empty list of module names such as q_proj")
 
 
@@ -232,13 +263,13 @@ class EvalConfig:
     """Answer length limit in tokens (SmartWatch answers are a few tokens)."""
 
     def __post_init__(self) -> None:
-        _positive_int("eval.every", self.every, allow_zero=True)
+        _positive_int("eval.every", self.every, allow_zero=True, maximum=10**12)
         require(self.unit in ("steps", "samples"), f"eval.unit must be steps or samples, got {self.unit!r}")
-        _positive_int("eval.questions", self.questions, allow_zero=True)
+        _positive_int("eval.questions", self.questions, allow_zero=True, maximum=MAX_QUESTIONS)
         if self.final_questions is not None:
-            _positive_int("eval.final_questions", self.final_questions)
-        _positive_int("eval.batch_size", self.batch_size)
-        _positive_int("eval.max_new_tokens", self.max_new_tokens)
+            _positive_int("eval.final_questions", self.final_questions, maximum=MAX_QUESTIONS)
+        _positive_int("eval.batch_size", self.batch_size, maximum=MAX_BATCH)
+        _positive_int("eval.max_new_tokens", self.max_new_tokens, maximum=4096)
 
 
 @dataclass(frozen=True)
@@ -266,9 +297,9 @@ class CheckpointConfig:
     """Keep only the newest this many checkpoints (``None``: keep all, e.g. to draw curves later)."""
 
     def __post_init__(self) -> None:
-        _positive_int("checkpoint.every", self.every, allow_zero=True)
+        _positive_int("checkpoint.every", self.every, allow_zero=True, maximum=MAX_STEPS)
         if self.keep is not None:
-            _positive_int("checkpoint.keep", self.keep)
+            _positive_int("checkpoint.keep", self.keep, maximum=MAX_STEPS)
 
 
 @dataclass(frozen=True)
@@ -288,8 +319,8 @@ class RuntimeConfig:
     CPU default (sequences of 28-85 positions) 4 groups make a step ~20% faster; on a GPU, 1 keeps kernels large."""
 
     def __post_init__(self) -> None:
-        _positive_int("runtime.threads", self.threads)
-        _positive_int("runtime.length_groups", self.length_groups)
+        _positive_int("runtime.threads", self.threads, maximum=MAX_THREADS)
+        _positive_int("runtime.length_groups", self.length_groups, maximum=MAX_BATCH)
         require(self.device in ("auto", "cpu", "cuda"), f"runtime.device must be auto, cpu or cuda, got {self.device!r}")
         require(self.mixed_precision in ("auto", "no", "bf16", "fp16"),
                 f"runtime.mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
@@ -332,7 +363,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         require(self.mode in MODES, f"unknown mode {self.mode!r}: use one of {', '.join(MODES)}")
-        _positive_int("seed", self.seed, allow_zero=True)
+        _positive_int("seed", self.seed, allow_zero=True, maximum=2**32 - 1)
         require(self.model.encoder == self.vision.understanding,
                 f"model.encoder {self.model.encoder!r} differs from vision.understanding "
                 f"{self.vision.understanding!r}: set both to the same kind (or use --variant)")
@@ -366,14 +397,16 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         """Build from a (possibly partial) dict: missing keys keep their defaults, unknown keys are errors."""
-        check_keys(cls, d, "run config")
+        check_types(cls, d, "run config", prefix="")
+        if "variant" in d:
+            parse_variant(d["variant"])  # a name of the registry, else a UserError listing them
         d = dict(d)
         sub = {"vision": VisionConfig, "optim": OptimConfig, "lora": LoRAConfig, "balance": BalanceConfig,
                "eval": EvalConfig,
                "log": LogConfig, "checkpoint": CheckpointConfig, "runtime": RuntimeConfig}
         for k, c in sub.items():
             if k in d:
-                check_keys(c, d[k], k)
+                check_types(c, d[k], k)
                 v = dict(d[k])
                 for f in fields(c):  # JSON lists back to tuples
                     if f.name in v and isinstance(v[f.name], list):

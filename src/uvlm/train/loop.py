@@ -30,9 +30,9 @@ from typing import Any, Callable
 import torch
 
 from uvlm.errors import UserError, require
-from uvlm.train.checkpoint import (build_model, build_run_tokenizer, check_model_config, latest_checkpoint,
-                                   list_checkpoints, load_training_state, load_weights, read_state, rng_state,
-                                   save_checkpoint, set_rng_state, write_run_metadata)
+from uvlm.train.checkpoint import (build_model, build_run_tokenizer, check_model_config, find_checkpoint,
+                                   latest_checkpoint, list_checkpoints, load_training_state, load_weights, read_state,
+                                   remove_orphans, rng_state, save_checkpoint, set_rng_state, write_run_metadata)
 from uvlm.train.balance import LossBalance, split_backward
 from uvlm.train.config import RunConfig, resolve_model_config
 from uvlm.train.data import Counts, TrainData, length_groups, load_sources, total_steps
@@ -108,13 +108,15 @@ def build_scheduler(optimizer, config: RunConfig, steps: int):
 
 
 def train(config: RunConfig, out: str | Path | None = None, resume: bool = False, quiet: bool = False,
-          callback: StepCallback | None = None) -> TrainResult:
+          callback: StepCallback | None = None, checkpoint: str | int | None = None) -> TrainResult:
     """Train ``config`` into the run folder ``out`` (default ``config.default_out_dir``).
 
     With ``resume`` the run continues from the folder's latest checkpoint (the checkpoint must come from the same
-    model config); the result equals that of an uninterrupted run. Without it, a folder that already holds
-    checkpoints is an error. ``quiet`` silences the console line and the progress bar (``metrics.jsonl`` is always
-    written).
+    model config); the result equals that of an uninterrupted run. ``checkpoint`` (a step or ``step-NNNNNN``) resumes
+    from that checkpoint instead, e.g. when the latest is damaged; later checkpoints are replaced as training reaches
+    them again. Leftovers of killed checkpoint writes are removed once the checkpoint has loaded. Without ``resume``,
+    a folder that already holds checkpoints is an error. ``quiet`` silences the console line and the progress bar
+    (``metrics.jsonl`` is always written).
     """
     from accelerate.utils import gather_object, set_seed
 
@@ -131,9 +133,12 @@ def train(config: RunConfig, out: str | Path | None = None, resume: bool = False
     if resume:
         require((out / "config.json").is_file(), f"cannot resume: {str(out)!r} is not a run folder (no config.json)"
                                                  f": pass the --out folder of an earlier 'uvlm train'")
-        ckpt = latest_checkpoint(out)
-        require(ckpt is not None, f"cannot resume: run {str(out)!r} has no complete checkpoint yet: start it again "
-                                  f"without --resume (after removing the folder)")
+        if checkpoint is not None:
+            ckpt = find_checkpoint(out, checkpoint)
+        else:
+            ckpt = latest_checkpoint(out)
+            require(ckpt is not None, f"cannot resume: run {str(out)!r} has no complete checkpoint yet: start it "
+                                      f"again without --resume (after removing the folder)")
     else:
         require(not list_checkpoints(out), f"run folder {str(out)!r} already has checkpoints: resume it with "
                                            f"--resume or choose another --out")
@@ -163,6 +168,8 @@ def train(config: RunConfig, out: str | Path | None = None, resume: bool = False
         start, position = int(state["step"]), int(state["position"])
         counts, best = Counts(**state["counts"]), dict(state.get("best") or {})
         require(start <= steps, f"the checkpoint is at step {start}, beyond this run's {steps} steps: raise --steps")
+        if main:
+            remove_orphans(out)
     if main:
         write_run_metadata(out, config, tokenizer, sources)
     with accelerator.main_process_first():

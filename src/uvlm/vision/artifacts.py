@@ -22,6 +22,9 @@ from uvlm.io import atomic_path
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
+#: The ``kind`` of every artifact uvlm writes (``config.json``'s ``"kind"``).
+ARTIFACT_KINDS: tuple[str, ...] = ("siglip", "vq", "reader", "pixel-decoder", "kl-vae")
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("UVLM_CACHE") or Path.home() / ".cache" / "uvlm")
@@ -56,10 +59,15 @@ def save_artifact(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor]
 
 def load_artifact(folder: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read an artifact folder; a path that is not one is a :class:`UserError` that says what is missing."""
+    from uvlm.io import found
+
     folder = Path(folder)
-    if not folder.is_dir():
+    if not folder.exists():
         raise UserError(f"{folder} is not a uvlm vision checkpoint folder (no such directory): "
                         f"train one with 'uvlm vision train' or pass the folder it printed")
+    if not folder.is_dir():
+        raise UserError(f"{folder} is {found(folder)}, not a uvlm vision checkpoint folder: pass the folder that "
+                        f"holds {WEIGHTS} and {CONFIG}")
     for name in (WEIGHTS, CONFIG):
         if not (folder / name).is_file():
             raise UserError(f"{folder} is not a uvlm vision checkpoint: {name} is missing")
@@ -68,6 +76,15 @@ def load_artifact(folder: str | os.PathLike, kind: str | None = None) -> tuple[d
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{folder / CONFIG} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}): "
                         f"the checkpoint is corrupt, retrain it") from None
+    except RecursionError:
+        raise UserError(f"{folder / CONFIG} is nested too deeply to be an artifact config: the checkpoint is "
+                        f"corrupt, retrain it") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{folder / CONFIG} is a JSON {type(config).__name__}, not an object: the checkpoint is "
+                        f"corrupt, retrain it")
+    if config.get("kind") not in ARTIFACT_KINDS:
+        raise UserError(f"{folder} holds an unknown artifact kind {config.get('kind')!r}: uvlm writes "
+                        f"{', '.join(ARTIFACT_KINDS)}; retrain it with 'uvlm vision train'")
     if kind is not None and config.get("kind") != kind:
         raise UserError(f"{folder} holds a {config.get('kind')!r} model, not a {kind!r} model")
     try:
