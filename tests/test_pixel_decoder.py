@@ -128,3 +128,10 @@ def test_artifact_round_trip_and_encoder_identity(encoder, tmp_path):
     with pytest.raises(UserError, match="pixel-decoder"):
         from uvlm.vision.reader import load_reader
         load_reader(path)
+
+
+def test_training_works_inside_no_grad(encoder, tmp_path):
+    """A source's first decode trains its decoder lazily, and callers decode under torch.no_grad()."""
+    with torch.no_grad():
+        path = train_pixel_decoder(encoder, PixelDecoderConfig(**SMALL), out=tmp_path / "dec")
+    assert (path / "model.safetensors").is_file()

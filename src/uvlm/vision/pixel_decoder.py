@@ -322,7 +322,8 @@ def train_pixel_decoder(encoder: FeatureEncoder, config: PixelDecoderConfig | No
             log.info("pixel-decoder: reusing %s", hit)
             return hit
         out = artifact_dir(KIND, key)
-    decoder, record = fit_pixel_decoder(encoder, config)
+    with torch.enable_grad():  # the first decode of a source trains its decoder, often inside torch.no_grad()
+        decoder, record = fit_pixel_decoder(encoder, config)
     return save_artifact(out, decoder.state_dict(), key, info=record)
 
 
