@@ -156,3 +156,10 @@ def test_unchanged_on_error_removes_only_what_the_failing_block_created(tmp_path
     with unchanged_on_error(tmp_path / "old"):  # success keeps everything
         (tmp_path / "old" / "done.json").write_text("{}")
     assert (tmp_path / "old" / "done.json").is_file()
+
+
+def test_help_is_plain_text(capsys):
+    for argv in (["quickstart", "--help"], ["run", "--help"]):
+        assert main(argv) == 0
+        text = capsys.readouterr().out
+        assert "``" not in text and ":data:" not in text and "default: (" not in text, text

@@ -126,6 +126,23 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def plain_doc(text: str) -> str:
+    """A field docstring as help text: Sphinx roles (``:data:`ARMS```) and double backticks removed."""
+    import re
+
+    text = re.sub(r":\w+:`~?([^`]+)`", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+    text = re.sub(r"\s*\(see [A-Z_]+\)", "", text)
+    return text.replace("``", "'")
+
+
+def _show_default(default) -> str:
+    if isinstance(default, tuple):
+        return " ".join(repr(v) if " " in str(v) else str(v) for v in default) or "none"
+    if isinstance(default, str) and default == "":
+        return "none"
+    return str(default)
+
+
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, types: dict | None = None) -> None:
     """One ``--flag`` per field of a flat dataclass, typed from its default (or by ``types[field]``, an argparse type
     that also checks the range), documented by the field's docstring."""
@@ -136,7 +153,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, types: dict |
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         flag = "--" + f.name.replace("_", "-")
-        help_ = f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%")
+        help_ = f"{plain_doc(docs.get(f.name, ''))} (default: {_show_default(default)})".replace("%", "%%")
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
         elif isinstance(default, tuple):
