@@ -135,3 +135,17 @@ def test_training_works_inside_no_grad(encoder, tmp_path):
     with torch.no_grad():
         path = train_pixel_decoder(encoder, PixelDecoderConfig(**SMALL), out=tmp_path / "dec")
     assert (path / "model.safetensors").is_file()
+
+
+def test_training_on_first_use_is_announced(encoder, caplog):
+    import logging
+
+    cfg = PixelDecoderConfig(**SMALL, seed=11)
+    with caplog.at_level(logging.WARNING, logger="uvlm"):
+        train_pixel_decoder(encoder, cfg)  # a cache miss: trained now, and said so first
+    said = [r.getMessage() for r in caplog.records if "training it now" in r.getMessage()]
+    assert len(said) == 1 and "min" in said[0] and "uvlm vision train --what pixel-decoder" in said[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="uvlm"):
+        train_pixel_decoder(encoder, cfg)  # reused: nothing to announce
+    assert not [r for r in caplog.records if "training it now" in r.getMessage()]

@@ -26,6 +26,22 @@ CONFIG = "config.json"
 ARTIFACT_KINDS: tuple[str, ...] = ("siglip", "vq", "reader", "pixel-decoder", "kl-vae")
 
 
+#: Measured training minutes of the tiny artifacts on one idle core of the development machines (docs/results.md).
+EXPECTED_MINUTES: dict[str, int] = {"siglip": 18, "vq": 13, "pixel-decoder": 8, "reader": 9}
+
+
+def announce_training(kind: str) -> None:
+    """Say, before an artifact is trained on first use, that it is, how long it takes and how to do it ahead of time
+    (a command that would otherwise be quick must not turn slow silently)."""
+    import logging
+
+    minutes = EXPECTED_MINUTES.get(kind)
+    cost = f"about {minutes} min on one idle core, longer on a busy machine" if minutes else "this takes minutes"
+    logging.getLogger(__name__).warning(
+        f"{kind}: not in the cache ({cache_dir()}), training it now ({cost}); later commands reuse it, and "
+        f"'uvlm vision train --what {kind}' trains it ahead of time")
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("UVLM_CACHE") or Path.home() / ".cache" / "uvlm")
 

@@ -34,7 +34,8 @@ from torchmetrics.image import PeakSignalNoiseRatio
 from uvlm.data.config import SplitConfig
 from uvlm.data.smartwatch import SmartWatch
 from uvlm.errors import UserError, check_keys, require
-from uvlm.vision.artifacts import artifact_dir, cached, check_state_dict, config_hash, load_artifact, save_artifact
+from uvlm.vision.artifacts import (announce_training, artifact_dir, cached, check_state_dict, config_hash,
+                                   load_artifact, save_artifact)
 from uvlm.vision.base import to_float_batch
 
 log = logging.getLogger(__name__)
@@ -322,6 +323,7 @@ def train_pixel_decoder(encoder: FeatureEncoder, config: PixelDecoderConfig | No
             log.info("pixel-decoder: reusing %s", hit)
             return hit
         out = artifact_dir(KIND, key)
+        announce_training(KIND)
     with torch.enable_grad():  # the first decode of a source trains its decoder, often inside torch.no_grad()
         decoder, record = fit_pixel_decoder(encoder, config)
     return save_artifact(out, decoder.state_dict(), key, info=record)

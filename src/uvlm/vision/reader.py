@@ -47,7 +47,8 @@ from uvlm.data.attributes import CORNERS, WEATHERS, WatchAttributes
 from uvlm.data.config import MIN_RESOLUTION, SplitConfig
 from uvlm.data.smartwatch import SmartWatch
 from uvlm.errors import UserError, check_keys, require
-from uvlm.vision.artifacts import artifact_dir, cached, check_state_dict, load_artifact, save_artifact
+from uvlm.vision.artifacts import (announce_training, artifact_dir, cached, check_state_dict,
+                                   load_artifact, save_artifact)
 from uvlm.vision.base import ImageBatch, to_float_batch
 
 log = logging.getLogger(__name__)
@@ -495,6 +496,7 @@ def train_reader(config: ReaderConfig | None = None, out: str | Path | None = No
             log.info("reader: reusing %s", hit)
             return hit
         out = artifact_dir(KIND, cfg)
+        announce_training(KIND)
     reader, record = fit_reader(config)
     return save_artifact(out, reader.state_dict(), cfg, info=record)
 

@@ -54,7 +54,7 @@ from uvlm.data.smartwatch import SmartWatch
 from uvlm.errors import check_keys, require
 from uvlm.vision.probe import NUM_CLASSES, PROBE_ATTRIBUTES, attribute_labels, probe_attributes
 from uvlm.vision.siglip import KIND, SiglipTower, load_siglip  # noqa: F401  (load_siglip re-exported)
-from uvlm.vision.artifacts import artifact_dir, cached, save_artifact
+from uvlm.vision.artifacts import announce_training, artifact_dir, cached, save_artifact
 
 __all__ = ["SiglipTrainConfig", "train_siglip", "load_siglip", "tiny_siglip_path", "build_siglip_model"]
 
@@ -304,4 +304,5 @@ def tiny_siglip_path(config: SiglipTrainConfig | None = None, train_if_missing: 
         return found
     require(train_if_missing, f"no cached tiny SigLIP for this config in {artifact_dir(KIND, c.to_dict()).parent}: "
                               f"train it with train_siglip() first")
+    announce_training(KIND)
     return train_siglip(c, None, log)

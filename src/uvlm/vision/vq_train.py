@@ -42,7 +42,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio
 from uvlm.data.config import SplitConfig
 from uvlm.data.smartwatch import SmartWatch
 from uvlm.errors import check_keys, require
-from uvlm.vision.artifacts import artifact_dir, cached, save_artifact
+from uvlm.vision.artifacts import announce_training, artifact_dir, cached, save_artifact
 from uvlm.vision.base import to_float_batch
 from uvlm.vision.vq import KIND, VQConfig, VQTokenizer, load_vq
 
@@ -215,6 +215,7 @@ def train_vq(config: VQTrainConfig | None = None, out: str | os.PathLike | None 
                 log(f"vq: reusing cached tokenizer {hit}")
             return hit
         out = artifact_dir(KIND, key)
+        announce_training(KIND)
     out = Path(out)
     m = c.model
     say = log or (lambda _line: None)
