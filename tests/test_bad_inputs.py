@@ -307,7 +307,7 @@ ROWS = [
     # ----- run / report / recipes -------------------------------------------------------------------------------
     Row("run-workers-negative", "run affine --workers -1 --dry-run", "argument --workers"),
     Row("run-workers-huge", "run affine --workers 100000 --dry-run", "argument --workers"),
-    Row("run-seeds-zero", "run affine --seeds 0 --dry-run", "argument --seeds"),
+    Row("run-seeds-zero", "run affine --seeds 0 --dry-run", "--seeds must be at least 1"),
     Row("run-seeds-huge", "run affine --seeds 1000000 --dry-run", "argument --seeds"),
     Row("run-recipe-unknown", "run bogus --dry-run", "unknown recipe"),
     Row("run-preset-unknown", "run affine --preset bogus --dry-run", "unknown preset"),

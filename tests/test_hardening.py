@@ -94,7 +94,7 @@ def test_configs_are_strictly_typed():
     bad("lora", "enabled", 0, "lora.enabled must be true or false")
     bad("log", "tensorboard", None, "log.tensorboard must be true or false")
     bad("runtime", "threads", 4.0, "runtime.threads must be an integer")
-    bad("runtime", "threads", 10**6, r"runtime.threads must be an integer in \[1, 256\]")
+    bad("runtime", "threads", 10**6, r"runtime.threads must be a positive integer \(at most 256\)")
     bad("optim", "lr_llm", float("inf"), "optim.lr_llm must be a finite number")
     bad("optim", "steps", True, "optim.steps must be an integer or null")
     bad("optim", "betas", [0.9, "x"], "optim.betas must be a list of 2 values")

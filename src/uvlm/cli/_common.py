@@ -37,10 +37,13 @@ def _fmt(n: int) -> str:
     return f"{n:,}" if abs(n) >= 100_000 else str(n)
 
 
-def bounded_int(minimum: int, maximum: int):
-    """argparse type: an integer in ``[minimum, maximum]`` (a value outside is a one-line usage error)."""
+def bounded_int(minimum: int | None, maximum: int):
+    """argparse type: an integer in ``[minimum, maximum]`` (a value outside is a one-line usage error); ``minimum``
+    ``None`` leaves the lower bound to the command's own check."""
 
-    if minimum == 1:
+    if minimum is None:
+        what = f"an integer (at most {_fmt(maximum)})"
+    elif minimum == 1:
         what = f"a positive integer (at most {_fmt(maximum)})"
     elif minimum == 0:
         what = f"an integer >= 0 (at most {_fmt(maximum)})"
@@ -52,7 +55,7 @@ def bounded_int(minimum: int, maximum: int):
             v = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not minimum <= v <= maximum:
+        if v > maximum or (minimum is not None and v < minimum):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return v
 

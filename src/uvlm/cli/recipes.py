@@ -9,8 +9,8 @@ from pathlib import Path
 from uvlm.cli._common import MAX_WORKERS, add_dataclass_args, bounded_int, dataclass_from_args
 from uvlm.errors import require
 
-#: Range checks of ``uvlm run`` flags (0 workers: one per core).
-RUN_TYPES = {"seeds": bounded_int(1, 1000), "workers": bounded_int(0, MAX_WORKERS)}
+#: Range checks of ``uvlm run`` flags (0 workers: one per core; the sweep itself says that --seeds must be >= 1).
+RUN_TYPES = {"seeds": bounded_int(None, 1000), "workers": bounded_int(0, MAX_WORKERS)}
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:

@@ -55,7 +55,8 @@ def _positive_int(name: str, v: Any, allow_zero: bool = False, maximum: int | No
     if maximum is None:
         require(ok, f"{name} must be a {'non-negative' if allow_zero else 'positive'} integer, got {v!r}")
     else:
-        require(ok and v <= maximum, f"{name} must be an integer in [{0 if allow_zero else 1}, {maximum:,}], got {v!r}")
+        require(ok and v <= maximum, f"{name} must be a {'non-negative' if allow_zero else 'positive'} integer (at "
+                                     f"most {maximum:,}), got {v!r}")
 
 
 def _number(name: str, v: Any, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> None:
