@@ -30,9 +30,10 @@ from typing import Any, Callable
 import torch
 
 from uvlm.errors import UserError, require
-from uvlm.train.checkpoint import (build_model, build_run_tokenizer, check_model_config, find_checkpoint,
-                                   latest_checkpoint, list_checkpoints, load_training_state, load_weights, read_state,
-                                   remove_orphans, rng_state, save_checkpoint, set_rng_state, write_run_metadata)
+from uvlm.train.build import build_model, build_run_tokenizer
+from uvlm.train.checkpoint import (check_model_config, find_checkpoint, latest_checkpoint, list_checkpoints,
+                                   load_training_state, load_weights, read_state, remove_orphans, rng_state,
+                                   save_checkpoint, set_rng_state, write_run_metadata)
 from uvlm.train.balance import LossBalance, split_backward
 from uvlm.train.config import RunConfig, resolve_model_config
 from uvlm.train.data import Counts, TrainData, length_groups, load_sources, total_steps
