@@ -302,6 +302,9 @@ ROWS = [
     Row("draw-run-is-file", "draw {file} Draw. {ws}/o.png", "run '{file}' is a file"),
     Row("draw-run-missing", "draw {ws}/none Draw. {ws}/o.png", "run '{ws}/none' does not exist"),
     Row("eval-checkpoint-bogus", "eval {run} --checkpoint step-000009", "checkpoint 'step-000009' not found"),
+    Row("eval-checkpoint-path", "eval {run} --checkpoint ../../run/checkpoints/step-000002",
+        "checkpoint '../../run/checkpoints/step-000002' is not a checkpoint name"),
+    Row("ask-checkpoint-negative", "ask {run} {ws}/w.png q? --checkpoint -3", "checkpoint '-3' is not a checkpoint name"),
     Row("eval-questions-huge", "eval {run} --questions 1000000000", "argument --questions"),
     Row("eval-inception-folder", "eval {run} --generation 2 --inception {dir}", "Inception weights file"),
     # ----- run / report / recipes -------------------------------------------------------------------------------

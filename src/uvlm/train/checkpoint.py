@@ -140,9 +140,11 @@ def find_checkpoint(run_dir: str | os.PathLike, which: str | int | None = None) 
         require(ck is not None, f"run {str(run_dir)!r} has no checkpoint yet: train it first (or wait for the "
                                 f"first checkpoint)")
         return ck
-    name = str(which)
+    name = str(which).strip()
     if name.isdigit():
         name = checkpoint_name(int(name))
+    require(_STEP_RE.match(name) is not None, f"checkpoint {str(which)!r} is not a checkpoint name: use a step number "
+                                              f"or a folder name such as step-000100 (see {run_dir / CHECKPOINTS})")
     path = run_dir / CHECKPOINTS / name
     require(path.is_dir(), f"checkpoint {name!r} not found in {str(run_dir)!r}: use one of "
                            f"{', '.join(p.name for p in list_checkpoints(run_dir)) or '(none)'}")
