@@ -62,6 +62,13 @@ def test_resume_from_a_named_checkpoint_after_the_latest_is_damaged(tmp_path, ca
     assert main(["train", "--resume", str(run), "--steps", "5", "--quiet"]) == 0
     # a step number works as well as the folder name
     assert main(["train", "--resume", str(run), "--checkpoint", "4", "--steps", "5", "--quiet"]) == 0
+    # a resumed run takes the flags that do not change what it is, and refuses the others
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--steps", "6", "--eval-every", "2", "--print-config"]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["optim"]["steps"] == 6 and resumed["eval"]["every"] == 2 and resumed["eval"]["unit"] == "steps"
+    assert "--seed, --batch-size cannot change a run being resumed" in _error(
+        capsys, ["train", "--resume", str(run), "--seed", "3", "--batch-size", "4"])
 
 
 @pytest.mark.usefixtures("fake_vision")

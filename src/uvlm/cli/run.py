@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from uvlm.cli._common import bounded_float, bounded_int, count_arg, seed_arg
 from uvlm.errors import UserError, require
@@ -132,6 +132,40 @@ def _check_variant_fields(cfg) -> None:
                       f"variant or pass --variant {cfg.variant} to set the fields it implies")
 
 
+#: What each size flag of ``uvlm train`` sets in the RunConfig (dotted keys of its JSON form), and whether a resumed
+#: run may change it (the others would make the checkpoint belong to another run). The flags are parsed with the
+#: ranges above; the config they produce is validated like a config file.
+TRAIN_OVERRIDES: dict[str, tuple[Any, bool]] = {
+    "steps": (lambda v: {"optim.steps": v}, True),
+    "eval_every": (lambda v: {"eval.every": v, "eval.unit": "steps"}, True),
+    "questions": (lambda v: {"eval.questions": v}, True),
+    "seed": (lambda v: {"seed": v, "model.seed": v}, False),
+    "source": (lambda v: {"vision.source": v}, False),
+    "llm": (lambda v: {"model.llm.preset": v}, False),
+    "batch_size": (lambda v: {"optim.batch_size": v}, False),
+    "samples": (lambda v: {"data.train.n_vqa": v, "data.train.n_caption": v, "data.train.n_generation": v}, False),
+    "out": (lambda v: {"out_dir": v}, False),
+}
+
+
+def apply_overrides(cfg, args: argparse.Namespace, names):
+    """``cfg`` with the flags ``names`` that were given applied (through its JSON form, so it is re-validated)."""
+    from uvlm.train.config import RunConfig
+
+    d = cfg.to_dict()
+    for name in names:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        for key, v in TRAIN_OVERRIDES[name][0](value).items():
+            *parents, last = key.split(".")
+            node = d
+            for part in parents:
+                node = node[part]
+            node[last] = v
+    return RunConfig.from_dict(d)
+
+
 def build_config(args: argparse.Namespace):
     """The RunConfig of ``uvlm train`` flags: config file, then variant, then the size flags."""
     from uvlm.train.config import RunConfig, variant_config
@@ -140,26 +174,7 @@ def build_config(args: argparse.Namespace):
     cfg = _read_config_file(args.config, check_variant=not args.variant) if args.config else RunConfig()
     if args.variant:
         cfg = variant_config(args.variant, cfg)
-    if args.steps is not None:
-        cfg = replace(cfg, optim=replace(cfg.optim, steps=args.steps))
-    if args.seed is not None:
-        cfg = replace(cfg, seed=args.seed, model=replace(cfg.model, seed=args.seed))
-    if args.source is not None:
-        cfg = replace(cfg, vision=replace(cfg.vision, source=args.source))
-    if args.llm is not None:
-        cfg = replace(cfg, model=replace(cfg.model, llm=replace(cfg.model.llm, preset=args.llm)))
-    if args.batch_size is not None:
-        cfg = replace(cfg, optim=replace(cfg.optim, batch_size=args.batch_size))
-    if args.samples is not None:
-        n = args.samples
-        cfg = replace(cfg, data=replace(cfg.data, train=cfg.data.train.with_(n_vqa=n, n_caption=n, n_generation=n)))
-    if args.eval_every is not None:
-        cfg = replace(cfg, eval=replace(cfg.eval, every=args.eval_every, unit="steps"))
-    if args.questions is not None:
-        cfg = replace(cfg, eval=replace(cfg.eval, questions=args.questions))
-    if args.out is not None:
-        cfg = replace(cfg, out_dir=args.out)
-    return RunConfig.from_dict(cfg.to_dict())  # re-validate the combination
+    return apply_overrides(cfg, args, TRAIN_OVERRIDES)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -171,21 +186,16 @@ def run_train(args: argparse.Namespace) -> int:
     require(args.checkpoint is None or args.resume, "--checkpoint needs --resume DIR: it names the checkpoint of "
                                                     "that run to continue from")
     if args.resume:
-        fixed = [f"--{k.replace('_', '-')}" for k in ("variant", "config", "seed", "source", "llm", "batch_size",
-                                                      "samples", "out") if getattr(args, k) is not None]
+        fixed = [f"--{k.replace('_', '-')}" for k in ("variant", "config", *(n for n, (_, ok) in
+                                                                             TRAIN_OVERRIDES.items() if not ok))
+                 if getattr(args, k) is not None]
         require(not fixed, f"{', '.join(fixed)} cannot change a run being resumed: resume with --resume DIR "
                            f"[--steps N] only, or start a new run")
         run = Path(args.resume)
         require(run.is_dir(), f"cannot resume: {args.resume!r} is not a run folder ("
                               f"{'nothing is there' if not run.exists() else 'it is ' + found(run)}): pass the --out "
                               f"folder of an earlier 'uvlm train'")
-        cfg = read_run_config(args.resume)
-        if args.steps is not None:
-            cfg = replace(cfg, optim=replace(cfg.optim, steps=args.steps))
-        if args.eval_every is not None:
-            cfg = replace(cfg, eval=replace(cfg.eval, every=args.eval_every, unit="steps"))
-        if args.questions is not None:
-            cfg = replace(cfg, eval=replace(cfg.eval, questions=args.questions))
+        cfg = apply_overrides(read_run_config(args.resume), args, [n for n, (_, ok) in TRAIN_OVERRIDES.items() if ok])
         out = Path(args.resume)
         if args.checkpoint is not None:
             from uvlm.train.checkpoint import find_checkpoint, read_state
