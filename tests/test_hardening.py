@@ -170,3 +170,21 @@ def test_help_is_plain_text(capsys):
         assert main(argv) == 0
         text = capsys.readouterr().out
         assert "``" not in text and ":data:" not in text and "default: (" not in text, text
+
+
+def test_library_deprecation_notices_are_not_shown(monkeypatch, capsys):
+    import warnings
+
+    import uvlm.cli.recipes
+
+    def noisy(args):
+        warnings.warn("`past_key_values` is deprecated and will be removed", FutureWarning)
+        warnings.warn("old API", DeprecationWarning)
+        print("done")
+        return 0
+
+    monkeypatch.setattr(uvlm.cli.recipes, "cmd_recipes", noisy)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(["recipes"]) == 0
+    assert not seen and capsys.readouterr().out == "done\n"

@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 from typing import Sequence
 
 from uvlm import __version__
@@ -69,7 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         target.print_help()
         return 2 if args.command else 0
     try:
-        rc = args.func(args)
+        with warnings.catch_warnings():
+            # libraries' deprecation notices are for the developers of uvlm, not for its users
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            rc = args.func(args)
     except UserError as e:
         print(f"uvlm: error: {e}", file=sys.stderr)
         return e.exit_code
