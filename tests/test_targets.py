@@ -151,3 +151,61 @@ def test_continuous_feedback_keeps_direction_and_takes_the_real_norm():
     out = target.select(pred, SamplingConfig())
     assert torch.allclose(out.norm(dim=-1), torch.tensor([10.0, 10.0]))
     assert torch.allclose(torch.nn.functional.normalize(out, dim=-1), torch.nn.functional.normalize(pred, dim=-1))
+
+
+def test_the_target_class_owns_its_name_everywhere(monkeypatch, tmp_path, fake_vision):
+    """A registered class is all it takes for variant names, run configs, the vision sources and training."""
+    from _fakes import tiny_config
+
+    from uvlm.train.config import RunConfig, parse_variant, variant_names
+    from uvlm.train.data import load_sources
+    from uvlm.train.loop import train
+
+    monkeypatch.setattr("uvlm.model.targets.TARGETS", dict(TARGETS))
+
+    @register_target("mse-siglip")
+    class MSETarget(ContinuousTarget):
+        space = "siglip"
+        display = "MSE"
+        source_kind = "siglip"
+
+        @classmethod
+        def model_sizes(cls, understanding, generation):
+            return {"num_output_tokens": generation.num_tokens, "target_dim": generation.target_dim}
+
+        def __init__(self, config, hidden_size, codebook=None):
+            super().__init__(config, hidden_size)
+            self.out_dim = self.feature_dim = config.target_dim
+            self._make_head()
+
+        def per_token_loss(self, pred, target):
+            return ((pred - target) ** 2).mean(-1)
+
+    names = variant_names()
+    assert {"SigLIP-MSE", "SigLIP-MSE-D", "VQ*-MSE", "MSE_g"} <= set(names)
+    # targets in an encoder's space come in the encoders' order, the others after them
+    assert names.index("SigLIP-SigLIP-D") < names.index("SigLIP-MSE") < names.index("SigLIP-VQ")
+    assert names.index("SigLIP-VQ-D") < names.index("SigLIP-LLMEmbeds")
+    assert parse_variant("siglip-mse-d")["target"] == "mse-siglip"
+    cfg = tiny_config("SigLIP-MSE")
+    assert cfg.model.target == cfg.vision.generation == "mse-siglip" and cfg.model.name == "SigLIP-MSE"
+    assert load_sources(cfg).generation is load_sources(cfg).understanding  # the same space: one source
+    result = train(cfg, tmp_path / "run", quiet=True)
+    assert result.steps == 4 and all(torch.isfinite(torch.tensor(result.losses)))
+
+
+def test_vision_generation_follows_the_model_target():
+    from uvlm.train.config import RunConfig, VisionConfig
+
+    cfg = RunConfig.from_dict({"variant": "SigLIP-VQ", "model": {"target": "vq"}})
+    assert cfg.vision.generation == "vq" and cfg.to_dict()["vision"]["generation"] == "vq"
+    assert RunConfig.from_dict({"variant": "SigLIP-VQ", "vision": {"generation": "vq"}}).model.target == "vq"
+    assert RunConfig(vision=VisionConfig(generation="vq")).vision.generation == "siglip"  # the model's target rules
+    with pytest.raises(UserError, match="model.target 'vq' differs from vision.generation 'siglip'") as e:
+        RunConfig.from_dict({"model": {"target": "vq"}, "vision": {"generation": "siglip"}})
+    assert "\n" not in str(e.value)
+    # settings that only some targets have stay out of the JSON form of the others
+    d = RunConfig().to_dict()
+    assert "target_options" not in d["model"] and "sources" not in d["vision"]
+    with pytest.raises(UserError, match="the siglip target takes no target_options"):
+        UnifiedConfig(target="siglip", target_options={"x": 1})

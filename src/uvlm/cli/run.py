@@ -124,7 +124,7 @@ def _check_variant_fields(cfg) -> None:
 
     implied = variant_config(cfg.variant, cfg)
     names = {"mode": (cfg.mode, implied.mode), "vision.understanding": (cfg.vision.understanding,
-             implied.vision.understanding), "vision.generation": (cfg.vision.generation, implied.vision.generation)}
+             implied.vision.understanding)}
     for k in ("encoder", "target", "detach", "affine"):
         names[f"model.{k}"] = (getattr(cfg.model, k), getattr(implied.model, k))
     diff = [f"{k} is {a!r}, the variant's {b!r}" for k, (a, b) in names.items() if a != b]
@@ -279,12 +279,11 @@ def run_draw(args: argparse.Namespace) -> int:
     model = loaded.model
     require(model.target is not None, f"run {args.run!r} is an understanding-only model ({loaded.config.variant}): "
                                       f"it cannot draw; use a run with a generation target")
-    require(loaded.config.model.target != "llm-embeds",
-            f"run {args.run!r} generates LLM embeddings, which have no pixel decoder: use a VQ or SigLIP target")
+    require(model.target.draws(), f"run {args.run!r} cannot draw: {model.target.no_drawing_reason()}")
     tokens = generate_images(model, [args.instruction], sampling=sampling)
     try:
         with torch.no_grad():
-            pixels = loaded.sources.generation.decode(tokens)
+            pixels = model.target.to_pixels(loaded.sources.generation, tokens)
     except NotImplementedError as e:
         raise UserError(f"the {loaded.config.model.target} generation target of {args.run!r} cannot be turned into "
                         f"pixels ({e}): draw with a VQ-target run or a source with a pixel decoder") from None
@@ -321,8 +320,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
         import torch
 
-        require(loaded.sources.generation is not None and cfg.model.target in ("siglip", "vq"),
-                f"run {cfg.variant!r} draws no SigLIP or VQ tokens: --drawings needs a run with a siglip or vq target")
+        target = cfg.model.target_class()
+        require(loaded.sources.generation is not None and target is not None and target.feature_probe,
+                f"run {cfg.variant!r} draws no tokens the feature probe can read: --drawings needs a run with a "
+                f"target in its source's feature space (siglip or vq)")
         torch.set_num_threads(cfg.runtime.threads)
         r = feature_faithfulness(loaded.model, loaded.sources.generation, "weather", n_generate=args.drawings)
         if args.json:

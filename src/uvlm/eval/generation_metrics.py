@@ -14,7 +14,7 @@ of the same samples, rendered at the decoded images' side:
   generator would get from sampling noise alone at this ``n`` (FID is biased upwards at small ``n``; with the default
   reader, two sets of 500 real images are about 600 apart).
 
-Understanding-only runs and ``llm-embeds`` targets (no pixel decoder) raise :class:`UserError`.
+Understanding-only runs and targets that draw nothing (``llm-embeds``: no pixel decoder) raise :class:`UserError`.
 
     >>> from uvlm.train.checkpoint import load_run
     >>> result = evaluate_generation(load_run("runs/VQ-VQ"), n=500)
@@ -70,13 +70,12 @@ def _extractor(fid_extractor: str | os.PathLike | nn.Module, reader: SmartWatchR
 
 def check_draws(loaded_run) -> None:
     """:class:`UserError` unless the run generates images that can be decoded to pixels (not an understanding-only
-    run, not an ``llm-embeds`` target)."""
+    run, not a target that draws nothing such as ``llm-embeds``)."""
     model, sources, config = loaded_run.model, loaded_run.sources, loaded_run.config
     require(getattr(model, "target", None) is not None and sources.generation is not None,
             f"run {config.variant!r} is an understanding-only model: it generates no images; evaluate generation "
             f"on a run with a generation target")
-    require(config.model.target != "llm-embeds",
-            f"run {config.variant!r} generates LLM embeddings, which have no pixel decoder: use a VQ or SigLIP target")
+    require(model.target.draws(), f"run {config.variant!r} cannot draw: {model.target.no_drawing_reason()}")
 
 
 @torch.no_grad()
@@ -96,7 +95,7 @@ def generate_pixels(loaded_run, instructions: list[str], batch_size: int = 50,
     for b in range(0, len(instructions), batch_size):
         tokens = generate_images(model, instructions[b:b + batch_size], sampling=sampling)
         try:
-            pixels = sources.generation.decode(tokens)
+            pixels = model.target.to_pixels(sources.generation, tokens)
         except NotImplementedError as e:
             raise UserError(f"the {config.model.target} generation target of run {config.variant!r} cannot be turned "
                             f"into pixels ({e}): evaluate a VQ-target run or a source with a pixel decoder") from None

@@ -338,7 +338,8 @@ def expand(recipe: Recipe, preset: Preset, seeds: int, paths: dict[str, str] | N
             "probe": list(preset.probe) if recipe.evaluate.get("probe") and cfg.mode != "generation" else None,
             "conditioning": bool(recipe.evaluate.get("conditioning")) and cfg.mode != "understanding",
             "feature_probe": (int(recipe.evaluate.get("feature_probe") or 0)
-                              if cfg.mode != "understanding" and cfg.model.target in ("siglip", "vq") else 0),
+                              if cfg.mode != "understanding" and cfg.model.target is not None
+                              and cfg.model.target_class().feature_probe else 0),
         }
         for seed in range(seeds):
             d = copy.deepcopy(cfg_dict)

@@ -187,13 +187,14 @@ def pixel_decoded(row: Row, metric: str) -> bool:
     decoder = row.qualifier(metric, "decoder")
     if decoder:
         return "pixel" in decoder.lower()
+    from uvlm.model.targets import target_class
     from uvlm.train.config import parse_variant
 
     try:
         target = parse_variant(str(row.labels.get("variant", row.group)))["target"]
     except UserError:
         return False
-    return target is not None and target != "vq"
+    return target is not None and target_class(target).decoder == "pixel-decoder"
 
 
 # ------------------------------------------------------------------------------------------------- paper table

@@ -2,7 +2,8 @@
 
 - :mod:`uvlm.model.config`: ``UnifiedConfig``, ``LLMConfig``, ``TemplateConfig``, ``SamplingConfig``.
 - :mod:`uvlm.model.unified`: ``UnifiedVLM`` (``forward(batch) -> UnifiedOutput``), ``build_llm``.
-- :mod:`uvlm.model.targets`: the generation-target registry (``siglip``, ``vq``, ``llm-embeds``).
+- :mod:`uvlm.model.targets`: the generation-target registry (``siglip``, ``vq``, ``llm-embeds``, and the built-ins of
+  :data:`~uvlm.model.targets.BUILTIN_MODULES`); each target class owns everything its name stands for.
 - :mod:`uvlm.model.adapters`: ``build_adapter``, ``AffineMap``.
 - :mod:`uvlm.model.sequence`: ``SequenceBuilder`` (samples -> token sequences -> ``Batch``), ``add_vision_tokens``.
 - :mod:`uvlm.model.generate`: ``answer`` (text) and ``generate_images`` (vision tokens, KV cache).
@@ -20,6 +21,7 @@ from uvlm.model.config import LLMConfig, SamplingConfig, TemplateConfig, Unified
 _LAZY = {
     "UnifiedVLM": "uvlm.model.unified", "UnifiedOutput": "uvlm.model.unified", "build_llm": "uvlm.model.unified",
     "TARGETS": "uvlm.model.targets", "Target": "uvlm.model.targets", "register_target": "uvlm.model.targets",
+    "target_class": "uvlm.model.targets",
     "SequenceBuilder": "uvlm.model.sequence", "Batch": "uvlm.model.sequence", "Example": "uvlm.model.sequence",
     "add_vision_tokens": "uvlm.model.sequence",
     "answer": "uvlm.model.generate", "generate_images": "uvlm.model.generate",

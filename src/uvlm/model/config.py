@@ -8,14 +8,17 @@ and generation adapters can be shared.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from uvlm.errors import check_keys, check_types, require
 
-#: Understanding input spaces the model knows. ``siglip``: SigLIP patch tokens ``(B, N, D)``; ``vq``: the VQ
-#: tokenizer's quantised latents ``(B, N, 8)`` (the codebook entries of the image's code ids).
-ENCODERS: tuple[str, ...] = ("siglip", "vq")
+#: Understanding input spaces the model knows, with their names in variant names. ``siglip``: SigLIP patch tokens
+#: ``(B, N, D)``; ``vq``: the VQ tokenizer's quantised latents ``(B, N, 8)`` (the codebook entries of the image's code
+#: ids). Generation targets name themselves (:mod:`uvlm.model.targets`).
+ENCODER_NAMES: dict[str, str] = {"siglip": "SigLIP", "vq": "VQ"}
+ENCODERS: tuple[str, ...] = tuple(ENCODER_NAMES)
 
 #: Adapter kinds: ``linear`` (one Linear) or ``mlp`` (Linear-GELU-Linear, LLaVA-1.5's ``mlp2x_gelu``).
 ADAPTERS: tuple[str, ...] = ("linear", "mlp")
@@ -99,8 +102,8 @@ class UnifiedConfig:
     input_dim: int = 768
     """``D_in`` of the understanding features ``(B, N_in, D_in)`` (SigLIP width, or 8 for VQ latents)."""
     target: str | None = "siglip"
-    """The generation target, a key of :data:`uvlm.model.targets.TARGETS` (``siglip``, ``vq``, ``llm-embeds``), or
-    ``None`` for an understanding-only model (no generation head)."""
+    """The generation target, a key of :data:`uvlm.model.targets.TARGETS` (``siglip``, ``vq``, ``llm-embeds``, ...),
+    or ``None`` for an understanding-only model (no generation head)."""
     target_dim: int = 768
     """``D_out`` of continuous ``siglip`` targets ``(B, N_out, D_out)``. Ignored by ``vq`` (the codebook gives ``K``
     and the code width) and by ``llm-embeds`` (the LLM width)."""
@@ -135,6 +138,9 @@ class UnifiedConfig:
     """The chat template of the token sequences (see :mod:`uvlm.model.sequence`)."""
     seed: int = 0
     """Seed of every freshly initialised weight (LLM preset, adapters, head, new token embeddings)."""
+    target_options: dict[str, Any] = field(default_factory=dict, hash=False)
+    """Settings of the generation target, read and checked by its class (for example the ``diffusion`` head's
+    architecture); empty for targets without settings. Left out of :meth:`to_dict` when empty."""
 
     def __post_init__(self) -> None:
         require(self.encoder in ENCODERS, f"unknown encoder {self.encoder!r}: use one of {', '.join(ENCODERS)}")
@@ -147,14 +153,28 @@ class UnifiedConfig:
         require(0 < lo <= hi, f"affine_scale must be (lo, hi) with 0 < lo <= hi, got {self.affine_scale!r}")
         require(self.affine_offset_std >= 0, f"affine_offset_std must be >= 0, got {self.affine_offset_std!r}")
         require(self.alpha is None or self.alpha >= 0, f"alpha must be >= 0, got {self.alpha!r}")
+        require(isinstance(self.target_options, dict), f"model.target_options must be an object, got "
+                                                       f"{self.target_options!r}")
         if self.target is not None:
-            from uvlm.model.targets import TARGETS  # late import: targets import this module
+            self.target_class().check_options(self.target_options)
+        else:
+            require(not self.target_options, "model.target_options are set but the model has no generation target: "
+                                             "remove them")
 
-            require(self.target in TARGETS,
-                    f"unknown generation target {self.target!r}: use one of {', '.join(TARGETS)} (or none)")
+    def target_class(self):
+        """The class of the generation target (:mod:`uvlm.model.targets`), or ``None`` for an understanding-only
+        model."""
+        if self.target is None:
+            return None
+        from uvlm.model.targets import target_class  # late import: targets import this module
+
+        return target_class(self.target)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not d["target_options"]:
+            del d["target_options"]  # configs of targets without settings keep their form (and their run ids)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "UnifiedConfig":
@@ -172,11 +192,10 @@ class UnifiedConfig:
     @property
     def name(self) -> str:
         """The paper's row name: ``SigLIP-VQ``, ``VQ*-VQ-D``, ``SigLIP_u`` ..."""
-        names = {"siglip": "SigLIP", "vq": "VQ", "llm-embeds": "LLMEmbeds"}
-        enc = names[self.encoder] + ("*" if self.affine else "")
+        enc = ENCODER_NAMES[self.encoder] + ("*" if self.affine else "")
         if self.target is None:
             return enc + "_u"
-        return f"{enc}-{names.get(self.target, self.target)}" + ("-D" if self.detach else "")
+        return f"{enc}-{self.target_class().display}" + ("-D" if self.detach else "")
 
 
 @dataclass(frozen=True)
@@ -189,10 +208,21 @@ class SamplingConfig:
     """When sampling, keep only the ``top_k`` most likely tokens (0: keep all)."""
     seed: int = 0
     """Seed of the sampling generator (same seed, same tokens)."""
+    steps: int | None = None
+    """Denoising steps of targets that sample by diffusion, evenly respaced over the training steps (``None``: the
+    head's own default)."""
+    guidance: float = 1.0
+    """Classifier-free guidance scale of targets that take it (1: none)."""
 
     def __post_init__(self) -> None:
         require(self.temperature >= 0, f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
         require(isinstance(self.top_k, int) and self.top_k >= 0, f"top_k must be an integer >= 0, got {self.top_k!r}")
+        require(self.steps is None or (isinstance(self.steps, int) and not isinstance(self.steps, bool)
+                                       and self.steps >= 1),
+                f"sampling steps must be a positive integer, got {self.steps!r}")
+        require(isinstance(self.guidance, (int, float)) and not isinstance(self.guidance, bool)
+                and math.isfinite(self.guidance) and self.guidance >= 0,
+                f"guidance must be a number >= 0 (1: none), got {self.guidance!r}")
 
     @property
     def greedy(self) -> bool:

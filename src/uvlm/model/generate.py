@@ -6,9 +6,11 @@ computes exactly what it would alone.
 - :func:`answer`: text answers with ``transformers``' own ``generate`` (``inputs_embeds`` path, KV cache), greedy or
   sampled (temperature, top-k); stops at ``</s>``.
 - :func:`generate_images`: ``<s> USER: {instruction} ASSISTANT: <boi>``, then ``N_out`` vision tokens, each chosen by
-  the target (argmax / temperature / top-k for VQ ids, direct regression for continuous targets) and fed back
-  through the generation adapter. With ``use_cache`` it feeds one token per step against a ``DynamicCache``;
-  without, it recomputes the whole sequence for every token (the paper's evaluation; for checking).
+  the target (argmax / temperature / top-k for VQ ids, direct regression for continuous targets, a diffusion draw for
+  latent tokens) and fed back through the generation adapter. With ``use_cache`` it feeds one token per step against
+  a ``DynamicCache``; without, it recomputes the whole sequence for every token (the paper's evaluation; for
+  checking). With ``sampling.guidance != 1`` each row is decoded beside an unconditional row (the same prompt with an
+  empty instruction) that is fed the same tokens; the target guides its draw with both.
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ def generate_images(model: UnifiedVLM, instructions: Sequence[str], sampling: Sa
 
     Args:
         instructions: ``B`` generation instructions.
-        sampling: greedy by default; temperature and top-k apply to discrete targets only.
+        sampling: greedy by default; temperature and top-k apply to discrete targets, temperature, steps and guidance
+            to diffusion targets.
         num_tokens: ``N_out`` (default ``config.num_output_tokens``).
         use_cache: feed one token per step against a KV cache (``False``: recompute everything each step).
 
@@ -103,19 +106,30 @@ def generate_images(model: UnifiedVLM, instructions: Sequence[str], sampling: Sa
     sampling = sampling or SamplingConfig()
     n = num_tokens or model.config.num_output_tokens
     target, dev = model.target, model.device
-    ids, att, pos = (t.to(dev) for t in left_pad([model.sequences.image_prompt(t) for t in instructions],
-                                                 model.token_ids.pad))
+    guided = sampling.guidance != 1.0
+    require(not guided or target.takes_guidance,
+            f"the {target.name} target takes no classifier-free guidance: leave guidance at 1")
+    b = len(instructions)
+    prompts = [model.sequences.image_prompt(t) for t in instructions]
+    if guided:  # the unconditional rows: the same prompt without the instruction
+        prompts += [model.sequences.image_prompt("")] * b
+    ids, att, pos = (t.to(dev) for t in left_pad(prompts, model.token_ids.pad))
     generator = torch.Generator(device=dev).manual_seed(sampling.seed)
     emb = model.text_embeddings(ids)
     cache = DynamicCache() if use_cache else None
     h = model.decode(emb, att, pos, past_key_values=cache, use_cache=use_cache).last_hidden_state[:, -1]
     tokens = []
     for k in range(n):
-        tok = target.select(model.vision_head(h), sampling, generator)  # (B,) ids or (B, D)
+        out = model.vision_head(h)
+        if guided:
+            tok = target.select(out[:b], sampling, generator, uncond=out[b:])
+        else:
+            tok = target.select(out, sampling, generator)  # (B,) ids or (B, D)
         tokens.append(tok)
         if k == n - 1:
             break
-        e = model.embed_generated(target.vectors(tok.unsqueeze(1))).to(emb.dtype)  # (B, 1, H)
+        fed = torch.cat([tok, tok]) if guided else tok
+        e = model.embed_generated(target.vectors(fed.unsqueeze(1))).to(emb.dtype)  # (B, 1, H)
         att = torch.cat([att, att.new_ones(att.shape[0], 1)], dim=1)
         pos = torch.cat([pos, pos[:, -1:] + 1], dim=1)
         if use_cache:

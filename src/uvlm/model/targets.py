@@ -10,15 +10,25 @@ A target owns the generation head (``hidden -> out_dim``, always its own paramet
 - ``prepare(targets, understand)``: teacher forcing, from the cached targets of a batch to ``(vectors fed back,
   loss targets)``;
 - ``loss(pred, target, mask)``: the vision loss, a mean over the masked-in image tokens;
+- ``predict(hidden)`` and ``token_losses(hidden, targets)``: from the LLM's hidden states to head outputs and to the
+  loss of every image token;
 - ``select(head_out, sampling, generator)`` and ``vectors(tokens)``: inference, from a head output to the next token
   and from tokens to the vectors fed back.
 
-Adding a target is one class (anywhere) decorated with ``@register_target("name")``, plus importing its module.
+The class also owns everything else its name stands for, as class attributes read by the rest of uvlm: its display
+name in variant names (``display``), the vision-source kind its training targets come from (``source_kind``), whether
+it needs the VQ codebook (``needs_codebook``), how its tokens become pixels (``decoder``), the model sizes it takes
+from its source (:meth:`Target.model_sizes`), and the source itself when that kind is its own
+(:meth:`Target.load_source`).
+
+Adding a target is one module with one class decorated with ``@register_target("name")``, plus its line in
+:data:`BUILTIN_MODULES` (imported when this module is, so every built-in target is registered).
 """
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from importlib import import_module
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +36,7 @@ from torch import nn
 from transformers.generation import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper
 
 from uvlm.errors import UserError, require
-from uvlm.model.config import SamplingConfig, UnifiedConfig
+from uvlm.model.config import ENCODERS, SamplingConfig, UnifiedConfig
 
 #: name -> target class
 TARGETS: dict[str, type["Target"]] = {}
@@ -65,6 +75,26 @@ class Target(nn.Module):
     """Tokens are ids ``(B, N)`` long (discrete) or vectors ``(B, N, feature_dim)`` float (continuous)."""
     default_alpha: ClassVar[float] = 1.0
     """Vision loss weight when ``UnifiedConfig.alpha`` is ``None``."""
+    display: ClassVar[str] = ""
+    """The target's part of a variant name (``SigLIP-VQ``: ``VQ``)."""
+    source_kind: ClassVar[str | None] = None
+    """Kind of the vision source its training targets and its decoder come from (a kind of
+    :func:`uvlm.vision.presets.vision_source`); ``None``: the understanding source (whose features it generates)."""
+    needs_codebook: ClassVar[bool] = False
+    """The model passes it the generation source's codebook."""
+    decoder: ClassVar[str | None] = None
+    """What turns its tokens into pixels: ``"pixel-decoder"`` (a decoder trained afterwards on the frozen features),
+    ``"tokenizer"`` (the source's own decoder), or ``None`` (it draws nothing)."""
+    feature_probe: ClassVar[bool] = False
+    """Its drawings can be judged in the generation source's own feature space (the feature probe)."""
+    normalise_feedback: ClassVar[bool] = False
+    """At inference, give fed-back predictions the mean norm of real targets (see :class:`ContinuousTarget`)."""
+    poolable: ClassVar[bool] = True
+    """Its source's token grid may be average-pooled (``vision.pool``)."""
+    produces: ClassVar[str] = "vision tokens"
+    """What it generates, in words (for messages)."""
+    takes_guidance: ClassVar[bool] = False
+    """Its ``select`` uses classifier-free guidance (``SamplingConfig.guidance``)."""
 
     out_dim: int
     feature_dim: int
@@ -74,8 +104,61 @@ class Target(nn.Module):
         self.config = config
         self.hidden_size = hidden_size
 
+    # ----- what the rest of uvlm asks of the class -----------------------------------------------------------------
+    @classmethod
+    def shares_encoder_space(cls) -> bool:
+        """Its tokens live in an understanding encoder's space: it has ``-D`` (own adapter) and ``_g`` variants."""
+        return cls.space in ENCODERS
+
+    @classmethod
+    def draws(cls) -> bool:
+        """Its tokens can be turned into pixels."""
+        return cls.decoder is not None
+
+    @classmethod
+    def model_sizes(cls, understanding, generation) -> dict[str, Any]:
+        """The model-config sizes this target takes from the run's vision sources (``generation`` is the
+        understanding source when :attr:`source_kind` is ``None``)."""
+        return {"num_output_tokens": int(generation.num_tokens)}
+
+    @classmethod
+    def training_targets(cls, sources, cached: torch.Tensor) -> torch.Tensor:
+        """Cached generation-source rows -> the tokens the model is trained to generate."""
+        return sources.generation.to_targets(cached)
+
+    @classmethod
+    def load_source(cls, source: str):
+        """The frozen vision source of :attr:`source_kind` named ``source``, for kinds outside
+        :data:`uvlm.vision.presets.KINDS`."""
+        raise UserError(f"the {cls.name} target has no vision source of its own")
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Raise :class:`UserError` unless ``options`` (``UnifiedConfig.target_options``) are settings of this
+        target (none by default)."""
+        require(not options, f"the {cls.name} target takes no target_options, got {', '.join(map(str, options))}: "
+                             f"remove them")
+
+    @classmethod
+    def no_drawing_reason(cls) -> str:
+        return (f"it generates {cls.produces}, which have no pixel decoder: use a target that draws "
+                f"({', '.join(n for n, c in TARGETS.items() if c.draws())})")
+
+    # ----- the model's side ---------------------------------------------------------------------------------------
     def _make_head(self) -> None:
         self.head = nn.Linear(self.hidden_size, self.out_dim)
+
+    def predict(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``(..., hidden)`` LLM hidden states -> ``(..., out_dim)`` head outputs (vectors or code logits)."""
+        return self.head(hidden.to(self.head.weight.dtype))
+
+    def token_losses(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``(M, hidden)`` hidden states and the ``M`` image tokens they predict -> ``(M,)`` loss per token."""
+        return self.per_token_loss(self.predict(hidden), targets)
+
+    def to_pixels(self, source, tokens: torch.Tensor) -> torch.Tensor:
+        """Generated tokens -> float ``(B, 3, R, R)`` images in ``[0, 1]`` through the generation source."""
+        return source.decode(tokens)
 
     def check(self, targets: torch.Tensor) -> None:
         """Raise :class:`UserError` unless ``targets`` is a batch ``(B, N, ...)`` of this target's kind."""
@@ -94,8 +177,10 @@ class Target(nn.Module):
         return masked_mean(self.per_token_loss(pred, target), mask)
 
     def select(self, head_out: torch.Tensor, sampling: SamplingConfig,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """Inference: head output ``(B, out_dim)`` -> next token (``(B,)`` long ids or ``(B, feature_dim)`` float)."""
+               generator: torch.Generator | None = None, uncond: torch.Tensor | None = None) -> torch.Tensor:
+        """Inference: head output ``(B, out_dim)`` -> next token (``(B,)`` long ids or ``(B, feature_dim)`` float).
+        ``uncond``: the head output of the same position without the instruction, for targets that take
+        classifier-free guidance (``sampling.guidance``)."""
         raise NotImplementedError
 
     def vectors(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -125,7 +210,7 @@ class ContinuousTarget(Target):
         return 1.0 - F.cosine_similarity(pred.float(), target.float(), dim=-1)
 
     def select(self, head_out: torch.Tensor, sampling: SamplingConfig,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, uncond: torch.Tensor | None = None) -> torch.Tensor:
         if self.feature_norm:
             return F.normalize(head_out, dim=-1) * self.feature_norm
         return head_out
@@ -140,6 +225,16 @@ class SigLIPTarget(ContinuousTarget):
 
     space = "siglip"
     default_alpha = 1.0
+    display = "SigLIP"
+    source_kind = "siglip"
+    decoder = "pixel-decoder"
+    feature_probe = True
+    normalise_feedback = True
+    produces = "SigLIP embeddings"
+
+    @classmethod
+    def model_sizes(cls, understanding, generation) -> dict[str, Any]:
+        return {"num_output_tokens": int(generation.num_tokens), "target_dim": int(generation.target_dim)}
 
     def __init__(self, config: UnifiedConfig, hidden_size: int, codebook: torch.Tensor | None = None):
         super().__init__(config, hidden_size)
@@ -159,6 +254,12 @@ class LLMEmbedsTarget(ContinuousTarget):
 
     space = "llm"
     default_alpha = 1.0
+    display = "LLMEmbeds"
+    produces = "LLM embeddings"
+
+    @classmethod
+    def training_targets(cls, sources, cached: torch.Tensor) -> torch.Tensor:
+        return sources.understanding.to_inputs(cached)
 
     def __init__(self, config: UnifiedConfig, hidden_size: int, codebook: torch.Tensor | None = None):
         super().__init__(config, hidden_size)
@@ -184,6 +285,12 @@ class VQTarget(Target):
     space = "vq"
     discrete = True
     default_alpha = 0.2
+    display = "VQ"
+    source_kind = "vq"
+    needs_codebook = True
+    decoder = "tokenizer"
+    feature_probe = True
+    produces = "VQ codes"
 
     def __init__(self, config: UnifiedConfig, hidden_size: int, codebook: torch.Tensor | None = None):
         super().__init__(config, hidden_size)
@@ -209,7 +316,7 @@ class VQTarget(Target):
         return F.cross_entropy(pred.float().flatten(0, -2), target.flatten(), reduction="none").view(target.shape)
 
     def select(self, head_out: torch.Tensor, sampling: SamplingConfig,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, uncond: torch.Tensor | None = None) -> torch.Tensor:
         return select_token(head_out, sampling, generator)
 
     def vectors(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -227,10 +334,30 @@ def select_token(logits: torch.Tensor, sampling: SamplingConfig, generator: torc
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def target_class(name: str) -> type[Target]:
+    """The registered target class of ``name``; an unknown name is a one-line :class:`UserError` listing them."""
+    require(isinstance(name, str) and name in TARGETS,
+            f"unknown generation target {name!r}: use one of {', '.join(TARGETS)} (or none)")
+    return TARGETS[name]
+
+
+def target_names() -> list[str]:
+    """The registered targets, those in an understanding encoder's space first (in :data:`ENCODERS` order), then the
+    others in registration order."""
+    own = [n for e in ENCODERS for n, c in TARGETS.items() if c.space == e]
+    return own + [n for n in TARGETS if n not in own]
+
+
 def build_target(config: UnifiedConfig, hidden_size: int, codebook: torch.Tensor | None = None) -> Target | None:
     """The target named by ``config.target`` (``None`` for an understanding-only model)."""
     if config.target is None:
         return None
-    require(config.target in TARGETS,
-            f"unknown generation target {config.target!r}: use one of {', '.join(TARGETS)} (or none)")
-    return TARGETS[config.target](config, hidden_size, codebook)
+    return target_class(config.target)(config, hidden_size, codebook)
+
+
+#: Modules of built-in targets defined outside this one, one a line; imported here so that they register.
+BUILTIN_MODULES: tuple[str, ...] = (
+)
+
+for _module in BUILTIN_MODULES:
+    import_module(_module)

@@ -179,9 +179,10 @@ class UnifiedVLM(nn.Module):
         return x
 
     def vision_head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``(..., hidden)`` LLM hidden states -> ``(..., out_dim)`` head outputs (vectors or code logits)."""
+        """``(..., hidden)`` LLM hidden states -> ``(..., out_dim)`` head outputs (what the target's ``select``
+        takes: vectors, code logits, or the condition of a diffusion head)."""
         require(self.target is not None, "this model has no generation target: set UnifiedConfig.target")
-        return self.target.head(hidden.to(self.target.head.weight.dtype))
+        return self.target.predict(hidden)
 
     def text_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``(B, L)`` ids -> ``(B, L, hidden)`` the LLM's token embeddings."""
@@ -233,8 +234,8 @@ class UnifiedVLM(nn.Module):
                             loss_targets: torch.Tensor) -> torch.Tensor:
         """``(M_v,)`` the vision loss of every image token, in (row, token) order: the hidden state before each image
         position of ``generation_mask`` ``(B, L)`` predicts that token of ``loss_targets`` ``(B_g, N_out, ...)``."""
-        pred = self.vision_head(hidden[prediction_mask(generation_mask)])  # row-major = target order
-        return self.target.per_token_loss(pred, loss_targets.flatten(0, 1))
+        h = hidden[prediction_mask(generation_mask)]  # row-major = target order
+        return self.target.token_losses(h, loss_targets.flatten(0, 1))
 
     def forward(self, batch: Batch) -> UnifiedOutput:
         """Losses of a (mixed) batch: text cross-entropy over answer tokens + ``alpha`` x vision loss over image

@@ -33,11 +33,12 @@ def build_run_tokenizer(config: RunConfig):
 
 def build_model(config: RunConfig, model_config: UnifiedConfig, tokenizer, sources) -> torch.nn.Module:
     """The run's :class:`~uvlm.model.unified.UnifiedVLM` (fresh weights from ``model_config.seed``), LoRA-wrapped when
-    ``config.lora.enabled``. ``sources`` gives the VQ codebook for ``vq`` targets."""
+    ``config.lora.enabled``. ``sources`` gives the codebook to targets that need one (``vq``)."""
     from uvlm.model.unified import UnifiedVLM
 
     codebook = None
-    if model_config.target == "vq":
+    target = model_config.target_class()
+    if target is not None and target.needs_codebook:
         codebook = sources.generation.codebook
     model = UnifiedVLM(model_config, tokenizer, codebook=codebook)
     if config.lora.enabled:
@@ -105,7 +106,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | int | None = None) ->
     check_model_config(state, model.config, config.lora.enabled, ckpt)
     load_weights(ckpt, model, config.lora.enabled)
     model.eval()
-    if getattr(model.target, "name", None) == "siglip" and sources.generation is not None:
+    if getattr(model.target, "normalise_feedback", False) and sources.generation is not None:
         model.target.feature_norm = real_token_norm(sources.generation, config.data.train)
     return LoadedRun(config, model, sources, ckpt, state)
 

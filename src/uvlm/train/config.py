@@ -20,17 +20,15 @@ from typing import Any
 
 from uvlm.data.config import SplitConfig
 from uvlm.errors import UserError, check_keys, check_types, require
-from uvlm.model.config import LLMConfig, UnifiedConfig
+from uvlm.model.config import ENCODER_NAMES, ENCODERS, LLMConfig, UnifiedConfig
 
 #: Training modes: ``mixed`` (understanding + generation samples), ``understanding`` (VQA + caption only, the
 #: ``_u`` models), ``generation`` (generation only, the ``_g`` models).
 MODES: tuple[str, ...] = ("mixed", "understanding", "generation")
 
-#: Vision source kinds for the understanding input.
-UNDERSTANDING_KINDS: tuple[str, ...] = ("siglip", "vq")
-
-#: Generation target kinds (``llm-embeds``: the understanding source's features through the understanding adapter).
-GENERATION_KINDS: tuple[str, ...] = ("siglip", "vq", "llm-embeds")
+#: Vision source kinds for the understanding input (the model's understanding encoders). Generation targets are the
+#: registered target classes (:func:`uvlm.model.targets.target_names`).
+UNDERSTANDING_KINDS: tuple[str, ...] = ENCODERS
 
 #: Learning-rate schedules (``transformers.get_scheduler`` names).
 SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant_with_warmup")
@@ -106,7 +104,8 @@ class VisionConfig:
     understanding: str = "siglip"
     """Understanding encoder kind, one of :data:`UNDERSTANDING_KINDS`."""
     generation: str | None = "siglip"
-    """Generation target kind, one of :data:`GENERATION_KINDS`, or ``None`` for an understanding-only model."""
+    """The generation target, ``None`` for an understanding-only model: always ``model.target``, which
+    :class:`RunConfig` copies here (the JSON form keeps the key; a config file that gives both must agree)."""
     source: str = "tiny"
     """``tiny`` (the small towers trained here and cached) or a local folder of full-scale checkpoints; passed to
     :func:`uvlm.vision.presets.vision_source`."""
@@ -117,18 +116,35 @@ class VisionConfig:
     pool: int = 1
     """Average-pool the SigLIP patch grid ``pool x pool`` before the LLM, for understanding inputs and generation
     targets alike (2: the tiny tower's 64 tokens become 16). VQ code grids are never pooled. 1: off (the paper)."""
+    sources: dict[str, str] = field(default_factory=dict, hash=False)
+    """Sources of the other vision-source kinds that generation targets bring (``{"kl-vae": "tiny"}`` or a local
+    checkpoint file); such a kind without an entry is ``tiny`` when ``source`` is. Left out of the JSON form when
+    empty."""
 
-    def source_for(self, kind: str) -> str:
-        """The source of one encoder kind: its own override, else ``source``."""
-        return {"siglip": self.siglip_source, "vq": self.vq_source}.get(kind) or self.source
+    def source_for(self, kind: str) -> str | None:
+        """The source of one vision-source kind: its own override, else ``source`` (for a kind outside the
+        understanding encoders only when ``source`` is ``tiny``); ``None``: none configured."""
+        own = {"siglip": self.siglip_source, "vq": self.vq_source}.get(kind) or self.sources.get(kind)
+        if own:
+            return own
+        return self.source if kind in UNDERSTANDING_KINDS or self.source == "tiny" else None
 
     def __post_init__(self) -> None:
         require(self.understanding in UNDERSTANDING_KINDS,
                 f"unknown understanding encoder {self.understanding!r}: use one of {', '.join(UNDERSTANDING_KINDS)}")
-        require(self.generation is None or self.generation in GENERATION_KINDS,
-                f"unknown generation target {self.generation!r}: use one of {', '.join(GENERATION_KINDS)} or null")
+        require(self.generation is None or isinstance(self.generation, str),
+                f"vision.generation must be a target name or null, got {self.generation!r}")
         require(isinstance(self.source, str) and self.source != "", "vision.source must be 'tiny' or a local folder")
         _positive_int("vision.pool", self.pool, maximum=MAX_POOL)
+        require(isinstance(self.sources, dict) and all(isinstance(k, str) and isinstance(v, str) and v
+                                                       for k, v in self.sources.items()),
+                f"vision.sources must map source kinds to non-empty source names, got {self.sources!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if not d["sources"]:
+            del d["sources"]  # runs without further sources keep their form (and their run ids)
+        return d
 
 
 @dataclass(frozen=True)
@@ -368,9 +384,14 @@ class RunConfig:
         require(self.model.encoder == self.vision.understanding,
                 f"model.encoder {self.model.encoder!r} differs from vision.understanding "
                 f"{self.vision.understanding!r}: set both to the same kind (or use --variant)")
-        require(self.model.target == self.vision.generation,
-                f"model.target {self.model.target!r} differs from vision.generation {self.vision.generation!r}: "
-                f"set both to the same kind (or use --variant)")
+        if self.vision.generation != self.model.target:  # derived: the model's target names the generation side
+            object.__setattr__(self, "vision", replace(self.vision, generation=self.model.target))
+        target = self.model.target_class()
+        if target is not None and target.source_kind is not None:
+            kind = target.source_kind
+            require(self.vision.source_for(kind) is not None,
+                    f"the {self.model.target} target needs a {kind} source and none is configured for vision.source "
+                    f"{self.vision.source!r}: set vision.sources {{\"{kind}\": \"tiny\" or a local checkpoint}}")
         require(self.mode == "understanding" or self.model.target is not None,
                 f"mode {self.mode!r} trains generation but the model has no generation target: use mode "
                 f"'understanding' or set vision.generation")
@@ -391,7 +412,8 @@ class RunConfig:
         d: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         d["data"] = self.data.to_dict()
         d["model"] = self.model.to_dict()
-        for k in ("vision", "optim", "lora", "balance", "eval", "log", "checkpoint", "runtime"):
+        d["vision"] = self.vision.to_dict()
+        for k in ("optim", "lora", "balance", "eval", "log", "checkpoint", "runtime"):
             d[k] = asdict(d[k])
         return _jsonable(d)
 
@@ -402,6 +424,7 @@ class RunConfig:
         if "variant" in d:
             parse_variant(d["variant"])  # a name of the registry, else a UserError listing them
         d = dict(d)
+        _derive_generation(d)
         sub = {"vision": VisionConfig, "optim": OptimConfig, "lora": LoRAConfig, "balance": BalanceConfig,
                "eval": EvalConfig,
                "log": LogConfig, "checkpoint": CheckpointConfig, "runtime": RuntimeConfig}
@@ -433,6 +456,20 @@ class RunConfig:
         return self.out_dir or f"runs/{safe}-seed{self.seed}"
 
 
+def _derive_generation(d: dict[str, Any]) -> None:
+    """``vision.generation`` of a JSON run config follows ``model.target`` (given alone, it sets ``model.target``;
+    given both, they must agree)."""
+    vision, model = d.get("vision"), d.get("model")
+    gen_given = isinstance(vision, dict) and "generation" in vision
+    target_given = isinstance(model, dict) and "target" in model
+    if gen_given and target_given:
+        require(vision["generation"] == model["target"],
+                f"model.target {model['target']!r} differs from vision.generation {vision['generation']!r}: set both "
+                f"to the same kind, or only model.target (or use --variant)")
+    elif gen_given:
+        d["model"] = {**(model if isinstance(model, dict) else {}), "target": vision["generation"]}
+
+
 def _jsonable(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _jsonable(v) for k, v in x.items()}
@@ -444,20 +481,34 @@ def _jsonable(x: Any) -> Any:
 
 
 # ----- named variants ------------------------------------------------------------------------------------------------
-_KIND = {"siglip": "siglip", "vq": "vq", "llmembeds": "llm-embeds"}
-_PRETTY = {"siglip": "SigLIP", "vq": "VQ", "llm-embeds": "LLMEmbeds"}
+def _targets() -> list[type]:
+    from uvlm.model.targets import TARGETS, target_names
+
+    return [TARGETS[n] for n in target_names()]
+
+
+def _kinds() -> dict[str, str]:
+    """Lower-case name part -> encoder or target name (``llmembeds`` -> ``llm-embeds``)."""
+    kinds = {name.lower(): kind for kind, name in ENCODER_NAMES.items()}
+    for t in _targets():
+        kinds.setdefault(t.display.lower(), t.name)
+    return kinds
 
 
 def variant_names() -> list[str]:
-    """Every name :func:`variant_config` accepts, in a readable order."""
+    """Every name :func:`variant_config` accepts, in a readable order: per encoder (plain and ``*``), each target
+    (with its ``-D`` form when it lives in an encoder's space), then ``_u``; last the ``_g`` models of the targets in
+    an encoder's space."""
     names = []
-    for enc in ("SigLIP", "VQ"):
+    targets = _targets()
+    for enc in ENCODER_NAMES.values():
         for star in ("", "*"):
-            for tgt in ("SigLIP", "VQ"):
-                names += [f"{enc}{star}-{tgt}", f"{enc}{star}-{tgt}-D"]
-            names.append(f"{enc}{star}-LLMEmbeds")
+            for t in targets:
+                names.append(f"{enc}{star}-{t.display}")
+                if t.shares_encoder_space():
+                    names.append(f"{enc}{star}-{t.display}-D")
             names.append(f"{enc}{star}_u")
-    names += ["SigLIP_g", "VQ_g"]
+    names += [f"{t.display}_g" for t in targets if t.shares_encoder_space()]
     return names
 
 
@@ -467,19 +518,20 @@ def parse_variant(name: str) -> dict[str, Any]:
     key = str(name).strip().lower()
     if key not in canon:
         raise UserError(f"unknown variant {name!r}: use one of {', '.join(variant_names())}")
+    kinds = _kinds()
     n = canon[key].lower()
     if n.endswith("_g"):
-        kind = _KIND[n[:-2]]
+        kind = kinds[n[:-2]]
         return dict(name=canon[key], encoder=kind, target=kind, mode="generation", detach=False, affine=False)
     if n.endswith("_u"):
         enc = n[:-2]
-        return dict(name=canon[key], encoder=_KIND[enc.rstrip("*")], target=None, mode="understanding",
+        return dict(name=canon[key], encoder=kinds[enc.rstrip("*")], target=None, mode="understanding",
                     detach=False, affine=enc.endswith("*"))
     detach = n.endswith("-d")
     if detach:
         n = n[:-2]
     enc, tgt = n.split("-", 1)
-    return dict(name=canon[key], encoder=_KIND[enc.rstrip("*")], target=_KIND[tgt], mode="mixed", detach=detach,
+    return dict(name=canon[key], encoder=kinds[enc.rstrip("*")], target=kinds[tgt], mode="mixed", detach=detach,
                 affine=enc.endswith("*"))
 
 
@@ -496,7 +548,7 @@ def variant_config(name: str, base: RunConfig | None = None) -> RunConfig:
     model = replace(base.model, encoder=v["encoder"], target=v["target"], detach=v["detach"], affine=v["affine"])
     if v["target"] is None:  # no vision loss to weigh: an understanding-only config does not depend on alpha
         model = replace(model, alpha=None)
-    vision = replace(base.vision, understanding=v["encoder"], generation=v["target"])
+    vision = replace(base.vision, understanding=v["encoder"])  # vision.generation follows model.target
     return replace(base, variant=v["name"], mode=v["mode"], vision=vision, model=model)
 
 
@@ -508,19 +560,18 @@ def paper_optim() -> tuple[OptimConfig, LoRAConfig]:
 
 
 def resolve_model_config(config: RunConfig, und_source, gen_source) -> UnifiedConfig:
-    """Fill the model's tensor sizes from the vision sources: ``input_dim`` from the understanding source,
-    ``target_dim`` and ``num_output_tokens`` from the generation source (the understanding source for
-    ``llm-embeds``)."""
+    """Fill the model's tensor sizes from the vision sources: ``input_dim`` from the understanding source, and what
+    the target takes from its source (:meth:`uvlm.model.targets.Target.model_sizes`: ``num_output_tokens``, and
+    ``target_dim`` where it has one)."""
     m = config.model
     require(und_source.kind == m.encoder,
             f"the understanding source is {und_source.kind!r} but model.encoder is {m.encoder!r}")
     kw: dict[str, Any] = dict(input_dim=int(und_source.input_dim))
-    if m.target is not None:
-        src = und_source if m.target == "llm-embeds" else gen_source
+    target = m.target_class()
+    if target is not None:
+        src = und_source if target.source_kind is None else gen_source
         require(src is not None, "the model has a generation target but no generation source was given")
-        kw["num_output_tokens"] = int(src.num_tokens)
-        if m.target == "siglip":
-            kw["target_dim"] = int(src.target_dim)
+        kw.update(target.model_sizes(und_source, src))
     return replace(m, **kw)
 
 

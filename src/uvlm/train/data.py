@@ -34,7 +34,8 @@ UNDERSTANDING_TASKS = ("vqa", "caption")
 
 
 def get_vision_source(kind: str, source: str = "tiny"):
-    """The frozen vision source of ``kind`` (``siglip`` or ``vq``) named ``source`` (``tiny`` or a local folder).
+    """The frozen vision source of ``kind`` (``siglip``, ``vq``, or the kind a generation target brings) named
+    ``source`` (``tiny`` or a local path).
 
     Looked up lazily in :mod:`uvlm.vision.presets` (tests replace this function with a fake source).
     """
@@ -48,15 +49,18 @@ def get_vision_source(kind: str, source: str = "tiny"):
 @dataclass
 class Sources:
     """The run's vision sources: ``understanding`` (always) and ``generation`` (``None`` for ``_u`` models; the
-    understanding source itself for ``llm-embeds`` targets)."""
+    understanding source itself for targets without a source kind of their own, such as ``llm-embeds``, and for
+    targets in the understanding encoder's own space)."""
 
     understanding: Any
     generation: Any | None
 
     def generation_targets(self, cached: torch.Tensor, target: str) -> torch.Tensor:
-        """Cached generation-source rows -> the vectors or ids a ``target`` model is trained to generate (``llm-embeds``:
-        the understanding inputs; otherwise the generation source's targets)."""
-        return self.understanding.to_inputs(cached) if target == "llm-embeds" else self.generation.to_targets(cached)
+        """Cached generation-source rows -> the vectors or ids a ``target`` model is trained to generate (as the
+        target class says: :meth:`uvlm.model.targets.Target.training_targets`)."""
+        from uvlm.model.targets import target_class
+
+        return target_class(target).training_targets(self, cached)
 
     def identities(self) -> dict[str, Any]:
         return {"understanding": self.understanding.identity(),
@@ -69,12 +73,14 @@ def load_sources(config: RunConfig) -> Sources:
     und = _pooled(get_vision_source(v.understanding, v.source_for(v.understanding)), v.pool)
     require(und.kind == v.understanding, f"vision source for {v.understanding!r} reports kind {und.kind!r}")
     gen = None
-    if v.generation == "llm-embeds":
-        gen = und
-    elif v.generation is not None:
-        gen = (und if v.generation == v.understanding
-               else _pooled(get_vision_source(v.generation, v.source_for(v.generation)), v.pool))
-        require(gen.kind == v.generation, f"vision source for {v.generation!r} reports kind {gen.kind!r}")
+    target = config.model.target_class()
+    if target is not None:
+        kind = target.source_kind
+        if kind is None or kind == v.understanding:
+            gen = und
+        else:
+            gen = _pooled(get_vision_source(kind, v.source_for(kind)), v.pool if target.poolable else 1)
+            require(gen.kind == kind, f"vision source for {kind!r} reports kind {gen.kind!r}")
     return Sources(und, gen)
 
 
@@ -228,8 +234,10 @@ class TrainData:
         self.sequences = sequences
         self.smartwatch = SmartWatch(self.split)
         chunk = config.data.feature_chunk
+        target = config.model.target_class()
         self.und_cache = (feature_cache(sources.understanding, self.split, chunk)
-                          if self.mode != "generation" or config.model.target == "llm-embeds" else None)
+                          if self.mode != "generation" or (target is not None and target.source_kind is None)
+                          else None)
         self.gen_cache = None
         if self.mode != "understanding" and sources.generation is not None:
             self.gen_cache = (self.und_cache if sources.generation is sources.understanding and self.und_cache

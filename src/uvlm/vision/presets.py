@@ -8,6 +8,9 @@
 
 Continuous (SigLIP) outputs are turned back into pixels by a pixel decoder trained here on the frozen tower's
 features (cached per tower; trained on first ``decode``).
+
+Any other kind is the source kind of a generation target, which builds its own source
+(:meth:`uvlm.model.targets.Target.load_source`).
 """
 
 from __future__ import annotations
@@ -137,9 +140,16 @@ class VQSource:
 
 @lru_cache(maxsize=8)
 def vision_source(kind: str, source: str = "tiny"):
-    """A frozen vision source by kind (``siglip`` or ``vq``) and source (``tiny`` or a local path)."""
+    """A frozen vision source by kind (``siglip``, ``vq``, or a generation target's own kind) and source (``tiny`` or
+    a local path)."""
     if kind not in KINDS:
-        raise UserError(f"unknown vision encoder {kind!r}: use one of {', '.join(KINDS)}")
+        from uvlm.model.targets import TARGETS
+
+        owners = [t for t in TARGETS.values() if t.source_kind == kind]
+        if owners:
+            return owners[0].load_source(source)
+        kinds = [*KINDS, *sorted({t.source_kind for t in TARGETS.values() if t.source_kind not in (None, *KINDS)})]
+        raise UserError(f"unknown vision encoder {kind!r}: use one of {', '.join(kinds)}")
     if kind == "siglip":
         from uvlm.vision.siglip import load_siglip
         from uvlm.vision.siglip_train import tiny_siglip_path
