@@ -277,3 +277,14 @@ def test_same_seed_same_samples_and_losses(trained: DiffusionHead) -> None:
     train(b, 3)
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
+
+
+def test_token_losses_are_the_per_token_means_of_the_loss(trained: DiffusionHead) -> None:
+    g = torch.Generator().manual_seed(5)
+    target, cond = torch.randn(6, trained.token_dim, generator=g), torch.randn(6, trained.cond_dim, generator=g)
+    mask = torch.tensor([1, 0, 1, 1, 0, 1], dtype=torch.bool)
+    per = trained.token_losses(target, cond, generator=torch.Generator().manual_seed(9))
+    assert per.shape == (6,)
+    assert torch.allclose(trained.loss(target, cond, generator=torch.Generator().manual_seed(9)), per.mean())
+    masked = trained.loss(target, cond, mask, generator=torch.Generator().manual_seed(9))
+    assert torch.allclose(masked, per[mask].mean())

@@ -27,7 +27,8 @@ One difference from MAR, stated: at step 0 the variational bound's decoder term 
 the predicted Gaussian, integrated over a bin of width ``2 / 255`` as in MAR (which assumes 8-bit data in
 ``[-1, 1]``); here the exact normal CDF replaces MAR's tanh approximation of it.
 
-Shapes: ``loss(target (N, D), cond (N, H), mask (N,) or None) -> ()`` and ``sample(cond (N, H)) -> (N, D)``.
+Shapes: ``loss(target (N, D), cond (N, H), mask (N,) or None) -> ()``, ``token_losses(target, cond) -> (N,)`` and
+``sample(cond (N, H)) -> (N, D)``.
 Randomness: every draw (steps, noise) comes from the ``generator`` argument, so the same generator seed gives the
 same loss and the same samples, bit for bit, on the same machine and torch build.
 """
@@ -356,16 +357,24 @@ class DiffusionHead(nn.Module):
         """Mean diffusion loss of tokens ``target`` (N, D) given ``cond`` (N, H); ``mask`` (N,) weights the tokens
         (1 = counted). Each token is noised at ``batch_mul`` random steps; the result is a scalar whose gradient
         reaches ``cond`` (and so the model that produced it)."""
+        per = self.token_losses(target, cond, generator)
+        if mask is None:
+            return per.mean()
+        require(isinstance(mask, torch.Tensor) and tuple(mask.shape) == (target.shape[0],),
+                f"diffusion head mask must have shape ({target.shape[0]},), got "
+                f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
+        w = mask.to(per.dtype)
+        return (per * w).sum() / w.sum().clamp(min=1.0)
+
+    def token_losses(self, target: torch.Tensor, cond: torch.Tensor,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """The loss of every token ``(N,)``: the mean over its ``batch_mul`` noise draws (see :meth:`loss`)."""
         require(isinstance(target, torch.Tensor) and target.dim() == 2 and target.shape[1] == self.token_dim,
                 f"diffusion head target must be a (N, {self.token_dim}) tensor, got "
                 f"{tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__}")
         self._check_cond(cond)
         require(cond.shape[0] == target.shape[0],
                 f"diffusion head got {target.shape[0]} target tokens but {cond.shape[0]} conditions: pass one each")
-        if mask is not None:
-            require(isinstance(mask, torch.Tensor) and tuple(mask.shape) == (target.shape[0],),
-                    f"diffusion head mask must have shape ({target.shape[0]},), got "
-                    f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
         c = self.config
         dtype = self._dtype()
         x0 = target.to(dtype).repeat(c.batch_mul, 1)
@@ -387,10 +396,7 @@ class DiffusionHead(nn.Module):
             kl = _normal_kl(true_mean, true_logvar, mean, logvar).mean(dim=1) / math.log(2.0)
             nll = _discretized_nll(x0, mean, 0.5 * logvar).mean(dim=1) / math.log(2.0)
             per = per + torch.where(t == 0, nll, kl)
-        if mask is None:
-            return per.mean()
-        w = mask.to(per.dtype).repeat(c.batch_mul)
-        return (per * w).sum() / w.sum().clamp(min=1.0)
+        return per.view(c.batch_mul, target.shape[0]).mean(0)
 
     def forward(self, target: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
