@@ -57,3 +57,17 @@ def test_info_on_a_corrupt_artifact(tmp_path, capsys):
     assert main(["vision", "info", str(folder)]) == 2
     err = capsys.readouterr().err
     assert "corrupt" in err and err.count("\n") == 1
+
+
+def test_the_kl_vae_is_trained_only_when_named(monkeypatch, capsys):
+    import uvlm.vision.kl_vae as kl_mod
+    from uvlm.cli.vision import ARTIFACTS
+
+    assert "kl-vae" not in ARTIFACTS  # not part of 'all'
+    tiny = kl_mod.KLVAETrainConfig(steps=2, batch_size=2, scale_images=4, eval_images=0, log_every=100)
+    real = kl_mod.train_kl_vae
+    monkeypatch.setattr(kl_mod, "train_kl_vae", lambda config=None, out=None, log=None: real(config or tiny, out, log))
+    assert main(["vision", "train", "--what", "kl-vae"]) == 0
+    folder = capsys.readouterr().out.split(": ", 1)[1].split(" (")[0]
+    assert main(["vision", "info", folder, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "kl-vae"

@@ -11,6 +11,8 @@ from uvlm.cli._common import add_group
 from uvlm.errors import UserError
 
 ARTIFACTS = ("siglip", "vq", "reader", "pixel-decoder")
+#: Artifacts trained only when named (the pixel latent of the ``diffusion`` target).
+ON_REQUEST = ("kl-vae",)
 
 
 def _train_one(what: str, preset: str) -> Path:
@@ -29,6 +31,10 @@ def _train_one(what: str, preset: str) -> Path:
         from uvlm.vision.reader import train_reader
 
         return train_reader()
+    if what == "kl-vae":
+        from uvlm.vision.kl_vae import train_kl_vae
+
+        return train_kl_vae()
     from uvlm.vision.pixel_decoder import train_pixel_decoder
     from uvlm.vision.presets import _IdentifiedTower, vision_source
 
@@ -70,7 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                          description="Train the tiny vision artifacts on SmartWatch images, or reuse them from the "
                                      "cache ($UVLM_CACHE, default ~/.cache/uvlm). Prints each artifact's folder.")
     p.add_argument("--preset", default="tiny", help="vision preset (only 'tiny' is trained here)")
-    p.add_argument("--what", default="all", choices=ARTIFACTS + ("all",), help="which artifact (default: all)")
+    p.add_argument("--what", default="all", choices=ARTIFACTS + ON_REQUEST + ("all",),
+                   help=f"which artifact (default: all, which is {', '.join(ARTIFACTS)})")
     p.set_defaults(func=cmd_train)
     p = group.add_parser("info", help="Describe an artifact folder (kind, parameters, training figures).")
     p.add_argument("path", help="artifact folder (model.safetensors + config.json)")
