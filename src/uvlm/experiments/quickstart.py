@@ -54,7 +54,7 @@ class QuickstartConfig:
     """Training seeds per arm (weight init and data order; the dataset is the same)."""
     samples: int = 6000
     """Training samples per understanding task (VQA, caption); the generation instructions are the cpu preset's
-    multiple of it (4x: 24,000 at the default 6,000, as calibrated)."""
+    multiple of it (8x: 48,000 at the default 6,000, as calibrated)."""
     llm: str = "tiny"
     """LLM size preset (``debug``, ``tiny``)."""
     evals: int = 0
