@@ -27,6 +27,8 @@ from uvlm.train.config import MAX_BATCH, MAX_QUESTIONS, MAX_STEPS
 MAX_NEW_TOKENS = 4096
 MAX_TEMPERATURE = 100.0
 MAX_TOP_K = 10**6
+MAX_SAMPLING_STEPS = 100_000
+MAX_GUIDANCE = 100.0
 MAX_EVAL_SAMPLES = 10**6
 
 
@@ -81,6 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("instruction", metavar="INSTRUCTION")
     p.add_argument("output", metavar="OUT.png", help="image file to write (.png, .jpg, .webp)")
     _sampling_args(p)
+    p.add_argument("--steps", type=bounded_int(None, MAX_SAMPLING_STEPS), default=None,
+                   help="denoising steps of a diffusion target (default: its head's; at least 1)")
+    p.add_argument("--guidance", type=bounded_float(0.0, MAX_GUIDANCE), default=1.0,
+                   help="classifier-free guidance scale of a diffusion target (1: none)")
     p.set_defaults(func=run_draw)
 
     p = sub.add_parser("eval", help="VQA score of a trained run on its test split",
@@ -222,7 +228,8 @@ def run_train(args: argparse.Namespace) -> int:
 def _sampling(args: argparse.Namespace):
     from uvlm.model.config import SamplingConfig
 
-    return SamplingConfig(temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    return SamplingConfig(temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+                          steps=getattr(args, "steps", None), guidance=getattr(args, "guidance", 1.0))
 
 
 def _load(args: argparse.Namespace):
