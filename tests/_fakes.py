@@ -5,7 +5,9 @@ The fake source stands in for :func:`uvlm.vision.presets.vision_source` so train
 - ``siglip``: a frozen random 12x12 patch convolution at 48 px -> ``(B, 16, 32)`` float features (cached float16);
 - ``vq``: a frozen random patch convolution -> 8-dim vectors, each replaced by the id of its nearest entry of a fixed
   random codebook ``(64, 8)`` (cached int32); understanding inputs are the code vectors, targets the ids; ``decode``
-  paints each token's code vector as a colour patch.
+  paints each token's code vector as a colour patch;
+- ``kl-vae``: a frozen random patch convolution -> ``(B, 16, 8)`` continuous latents (cached float16); ``decode``
+  paints each latent as a colour patch.
 
 Run as a script (``python tests/_fakes.py CONFIG.json OUT``, e.g. under ``torchrun``) it trains the config with the
 fake source.
@@ -36,18 +38,24 @@ class FakeSource:
     """A frozen random vision source at 48 px with 16 tokens per image (see the module docstring)."""
 
     def __init__(self, kind: str, resolution: int = RESOLUTION):
-        assert kind in ("siglip", "vq"), kind
+        assert kind in ("siglip", "vq", "kl-vae"), kind
         self.kind = kind
         self.resolution = resolution
         self.num_tokens = (resolution // PATCH) ** 2
-        g = torch.Generator().manual_seed(1234 if kind == "siglip" else 4321)
+        g = torch.Generator().manual_seed({"siglip": 1234, "vq": 4321, "kl-vae": 5678}[kind])
         out = WIDTH if kind == "siglip" else CODE_DIM
         self._conv = torch.randn(out, 3, PATCH, PATCH, generator=g) / (3 * PATCH * PATCH) ** 0.5
         self._bias = torch.randn(out, generator=g) * 0.1
+        self._continuous = kind != "vq"
         if kind == "siglip":
             self.input_dim = self.target_dim = WIDTH
             self.cache_dtype = "float16"
             self._codebook = None
+        elif kind == "kl-vae":
+            self.input_dim = self.target_dim = CODE_DIM
+            self.cache_dtype = "float16"
+            self._codebook = None
+            self._paint = torch.randn(CODE_DIM, 3, generator=g)
         else:
             self.input_dim, self.target_dim = CODE_DIM, CODES
             self.cache_dtype = "int32"
@@ -64,15 +72,15 @@ class FakeSource:
 
     def encode_cached(self, images) -> torch.Tensor:
         v = self._vectors(images)
-        if self.kind == "siglip":
+        if self._continuous:
             return v
         return (F.normalize(v, dim=-1) @ self._codebook.T).argmax(-1)  # (B, N) nearest code
 
     def to_inputs(self, cached: torch.Tensor) -> torch.Tensor:
-        return cached.float() if self.kind == "siglip" else self._codebook[cached.long()]
+        return cached.float() if self._continuous else self._codebook[cached.long()]
 
     def to_targets(self, cached: torch.Tensor) -> torch.Tensor:
-        return cached.float() if self.kind == "siglip" else cached.long()
+        return cached.float() if self._continuous else cached.long()
 
     @property
     def codebook(self) -> torch.Tensor | None:
@@ -82,7 +90,8 @@ class FakeSource:
         if self.kind == "siglip":
             raise NotImplementedError("the fake SigLIP source has no pixel decoder")
         side = self.resolution // PATCH
-        rgb = torch.sigmoid(self._codebook[tokens.long()] @ self._paint)  # (B, N, 3)
+        vectors = tokens.float() if self.kind == "kl-vae" else self._codebook[tokens.long()]
+        rgb = torch.sigmoid(vectors @ self._paint)  # (B, N, 3)
         img = rgb.transpose(1, 2).reshape(tokens.shape[0], 3, side, side)
         return F.interpolate(img, size=(self.resolution, self.resolution), mode="nearest")
 
