@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from uvlm.errors import UserError
-from uvlm.model.config import SamplingConfig, UnifiedConfig
+from uvlm.model.config import LLMConfig, SamplingConfig, UnifiedConfig
 from uvlm.model.targets import (TARGETS, ContinuousTarget, Target, build_target, masked_mean, register_target,
                                 select_token)
 
@@ -209,3 +211,56 @@ def test_vision_generation_follows_the_model_target():
     assert "target_options" not in d["model"] and "sources" not in d["vision"]
     with pytest.raises(UserError, match="the siglip target takes no target_options"):
         UnifiedConfig(target="siglip", target_options={"x": 1})
+
+
+def test_the_llm_embeds_ema_target_updates_as_configured():
+    from uvlm.data.tokenizer import build_tokenizer
+    from uvlm.model.unified import UnifiedVLM
+
+    def model(**options):
+        cfg = UnifiedConfig(input_dim=6, target="llm-embeds", llm=LLMConfig(preset="debug"), target_options=options)
+        return UnifiedVLM(cfg, build_tokenizer(extra_words=cfg.template.words()))
+
+    plain = model()
+    assert plain.target.ema is None and plain.moving_state() == []
+    m = model(ema_decay=0.9)
+    t, adapter = m.target, m.understanding_adapter
+    assert all(torch.equal(e, p) for e, p in zip(t.ema.parameters(), adapter.parameters()))  # a copy at first
+    assert not any(p.requires_grad for p in t.ema.parameters())
+    assert not any(p is e for e in t.ema.parameters() for p in m.parameter_groups()["vision"])  # never trained
+    assert set(m.moving_state()) == {f"target.ema.{n}" for n, _ in adapter.named_parameters()}
+    before = [e.detach().clone() for e in t.ema.parameters()]
+    with torch.no_grad():  # a step moves the adapter
+        for p in adapter.parameters():
+            p.add_(1.0)
+    m.after_optimizer_step()
+    for e, b, p in zip(t.ema.parameters(), before, adapter.parameters()):
+        assert torch.allclose(e, 0.9 * b + 0.1 * p)
+    # the loss target is the moving average's embedding; the fed-back embedding the live adapter's, with gradient
+    x = torch.randn(2, 3, 6)
+    fed, target = t.prepare(x, m.embed_understanding)
+    assert torch.allclose(fed, m.embed_understanding(x)) and fed.requires_grad and not target.requires_grad
+    assert torch.allclose(target, t.ema(x))
+    for bad, words in (({"ema_decay": 1.0}, "ema_decay must be a number in \\[0, 1\\)"),
+                       ({"ema": 0.9}, "unknown llm-embeds target option 'ema'")):
+        with pytest.raises(UserError, match=words):
+            UnifiedConfig(input_dim=6, target="llm-embeds", target_options=bad)
+
+
+def test_an_ema_run_keeps_its_moving_average_in_lora_checkpoints(tmp_path, fake_vision):
+    from _fakes import tiny_config
+
+    from uvlm.train.checkpoint import load_run
+    from uvlm.train.config import LoRAConfig
+    from uvlm.train.loop import train
+
+    cfg = tiny_config("SigLIP-LLMEmbeds", steps=3, lora=LoRAConfig(enabled=True, r=4, alpha=8))
+    cfg = cfg.with_(model=replace(cfg.model, target_options={"ema_decay": 0.5}))
+    train(cfg, tmp_path / "run", quiet=True)
+    loaded = load_run(tmp_path / "run")
+    from uvlm.model.unified import UnifiedVLM
+
+    fresh = UnifiedVLM(loaded.model.config, loaded.model.tokenizer)  # the weights the run started from
+    ema = list(loaded.model.target.ema.parameters())
+    for other in (fresh.target.ema.parameters(), loaded.model.understanding_adapter.parameters()):
+        assert not all(torch.equal(e, p) for e, p in zip(ema, other))  # moved off the start, behind the adapter

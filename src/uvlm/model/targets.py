@@ -156,6 +156,17 @@ class Target(nn.Module):
         """``(M, hidden)`` hidden states and the ``M`` image tokens they predict -> ``(M,)`` loss per token."""
         return self.per_token_loss(self.predict(hidden), targets)
 
+    def attach(self, model: nn.Module) -> None:
+        """Called once the model's adapters exist (a target that keeps a copy of one makes it here)."""
+
+    def after_step(self, model: nn.Module) -> None:
+        """Called after every optimiser step (a target with a moving average of weights updates it here)."""
+
+    def moving_state(self) -> list[str]:
+        """Names (in this module) of the tensors that change in training without being trained: checkpoints that
+        keep only the trained weights (LoRA) keep these too."""
+        return []
+
     def to_pixels(self, source, tokens: torch.Tensor) -> torch.Tensor:
         """Generated tokens -> float ``(B, 3, R, R)`` images in ``[0, 1]`` through the generation source."""
         return source.decode(tokens)
@@ -250,12 +261,43 @@ class LLMEmbedsTarget(ContinuousTarget):
     The cached targets are the image's *understanding features* ``(B, N, D_in)`` (so ``N_out = N_in``). Teacher
     forcing feeds the embeddings themselves back (with gradient, like understanding input); at inference the
     predicted vector is fed back directly (the generation adapter is the identity: the space is the LLM's own).
+
+    ``target_options = {"ema_decay": d}`` (``0 <= d < 1``) takes the loss target from an exponential moving average of
+    the understanding adapter instead of the adapter itself: a frozen copy made when the model is built and updated
+    after every optimiser step as ``ema = d * ema + (1 - d) * adapter`` (UniHetero's later EMA projector). The
+    fed-back embeddings stay the live adapter's.
     """
 
     space = "llm"
     default_alpha = 1.0
     display = "LLMEmbeds"
     produces = "LLM embeddings"
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        bad = [k for k in options if k != "ema_decay"]
+        require(not bad, f"unknown llm-embeds target option {', '.join(map(repr, bad))}: use ema_decay")
+        d = options.get("ema_decay", 0.0)
+        require(isinstance(d, (int, float)) and not isinstance(d, bool) and 0 <= d < 1,
+                f"llm-embeds ema_decay must be a number in [0, 1), got {d!r}")
+
+    def attach(self, model: nn.Module) -> None:
+        if self.ema_decay is not None:
+            import copy
+
+            self.ema = copy.deepcopy(model.understanding_adapter).requires_grad_(False)
+            self.__dict__["_affine"] = model.affine  # the model's own map, not a module of this target
+
+    def after_step(self, model: nn.Module) -> None:
+        if self.ema_decay is None:
+            return
+        d = float(self.ema_decay)
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), model.understanding_adapter.parameters()):
+                e.mul_(d).add_(p.detach().to(e.dtype), alpha=1.0 - d)
+
+    def moving_state(self) -> list[str]:
+        return [f"ema.{n}" for n, _ in self.ema.named_parameters()] if self.ema_decay is not None else []
 
     @classmethod
     def training_targets(cls, sources, cached: torch.Tensor) -> torch.Tensor:
@@ -265,6 +307,8 @@ class LLMEmbedsTarget(ContinuousTarget):
         super().__init__(config, hidden_size)
         self.out_dim = self.feature_dim = hidden_size
         self._make_head()
+        self.ema_decay: float | None = config.target_options.get("ema_decay")
+        self.ema: nn.Module | None = None
 
     def check(self, targets: torch.Tensor) -> None:
         d = self.config.input_dim
@@ -274,7 +318,14 @@ class LLMEmbedsTarget(ContinuousTarget):
 
     def prepare(self, targets: torch.Tensor, understand: Understand) -> tuple[torch.Tensor, torch.Tensor]:
         emb = understand(targets)
-        return emb, emb.detach()
+        if self.ema_decay is None:
+            return emb, emb.detach()
+        require(self.ema is not None, "the llm-embeds EMA target has no copy of the adapter: build it within a model")
+        with torch.no_grad():
+            target = self.ema(targets.to(next(self.ema.parameters()).dtype))
+            if self._affine is not None:
+                target = self._affine(target)
+        return emb, target
 
 
 @register_target("vq")

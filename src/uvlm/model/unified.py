@@ -126,6 +126,7 @@ class UnifiedVLM(nn.Module):
                     self.shared_adapter = True
                 else:
                     self.gen_adapter = build_adapter(config.adapter, t.feature_dim, hidden)
+                t.attach(self)
         # weight of the vision loss
         self.alpha = float(config.alpha if config.alpha is not None else (t.default_alpha if t is not None else 0.0))
 
@@ -160,6 +161,15 @@ class UnifiedVLM(nn.Module):
         require(blocks, "the LLM has no trainable parameters in its transformer blocks ('layers'): the gradient "
                         "balance needs a decoder with trainable blocks")
         return blocks
+
+    def after_optimizer_step(self) -> None:
+        """What the target does after every optimiser step (for example update a moving average)."""
+        if self.target is not None:
+            self.target.after_step(self)
+
+    def moving_state(self) -> list[str]:
+        """Names (in this model) of the tensors that change in training without being trained."""
+        return [f"target.{n}" for n in self.target.moving_state()] if self.target is not None else []
 
     def embed_understanding(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, N, D_in)`` features -> ``(B, N, hidden)`` LLM input vectors (adapter, then the affine map)."""

@@ -70,8 +70,16 @@ def apply_lora(model, config: RunConfig) -> None:
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """``{name: tensor}`` of the parameters that train (what a LoRA checkpoint stores)."""
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    """``{name: tensor}`` of the parameters that train, and of the tensors that change in training without being
+    trained (a target's moving average): what a LoRA checkpoint stores."""
+    keep = set(stateful_names(model))
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad or n in keep}
+
+
+def stateful_names(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters that change in training without being trained."""
+    moving = getattr(model, "moving_state", None)
+    return moving() if callable(moving) else []
 
 
 # ----- inference loading --------------------------------------------------------------------------------------------
@@ -123,5 +131,5 @@ def real_token_norm(source, split, n_images: int = 64) -> float:
     return float(tokens.float().norm(dim=-1).mean())
 
 
-__all__ = ["build_run_tokenizer", "build_model", "apply_lora", "trainable_state", "LoadedRun", "load_run",
+__all__ = ["build_run_tokenizer", "build_model", "apply_lora", "trainable_state", "stateful_names", "LoadedRun", "load_run",
            "real_token_norm"]

@@ -226,7 +226,9 @@ def load_weights(ckpt: Path, model, lora: bool) -> None:
         if lora:
             tensors = load_file(str(ckpt / "trainable.safetensors"))
             params = dict(model.named_parameters())
-            want = {n for n, p in params.items() if p.requires_grad}
+            from uvlm.train.build import stateful_names
+
+            want = {n for n, p in params.items() if p.requires_grad} | set(stateful_names(model))
             require(set(tensors) == want, f"checkpoint {str(ckpt)!r} has other trainable weights than this model "
                                           f"({len(set(tensors) ^ want)} names differ): use the run's own config")
             with torch.no_grad():

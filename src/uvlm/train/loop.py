@@ -259,6 +259,7 @@ def train(config: RunConfig, out: str | Path | None = None, resume: bool = False
                     f"checkpoint is {good if good else '(none)'}: lower optim.lr_llm / lr_vision or raise warmup")
             lrs = {g.get("name"): float(g["lr"]) for g in optimizer.param_groups}  # the rates this step uses
             optimizer.step()
+            unwrapped.after_optimizer_step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step_counts = Counts.from_list(accelerator.reduce(
