@@ -17,7 +17,8 @@ from uvlm.experiments.recipe import (UNBIASED_VQA_SHARE, Preset, expand, load_pr
 from uvlm.experiments.sweep import SweepOptions, run_sweep
 from uvlm.train.config import parse_variant
 
-PAPER_PATHS = {"llm": "/models/vicuna-7b", "siglip": "/models/siglip", "vq": "/models/vq_ds16_t2i.pt"}
+PAPER_PATHS = {"llm": "/models/vicuna-7b", "siglip": "/models/siglip", "vq": "/models/vq_ds16_t2i.pt",
+               "kl16": "/models/kl16.ckpt"}
 
 
 @pytest.mark.parametrize("name", recipe_names())
@@ -268,3 +269,22 @@ def test_a_sweep_continues_on_a_fresh_machine_from_committed_results(tmp_path, f
     third = run_sweep(recipe, preset, SweepOptions(seeds=1, root=str(tmp_path / "machine-c"), workers=1,
                                                    results=str(committed), tables_only=True), log=lambda s: None)
     assert trained == [] and [r["final"] for r in third["records"]] == [r["final"] for r in second["records"]]
+
+
+def test_unihetero_semantic_vs_pixel_expands_at_every_preset():
+    recipe = load_recipe("unihetero-semantic-vs-pixel")
+    for preset_name in preset_names():
+        runs = expand(recipe, load_preset(preset_name), seeds=3, paths=PAPER_PATHS)
+        assert len(runs) == 9
+        by_target = {r.config.model.target: r for r in runs if r.seed == 0}
+        assert set(by_target) == {None, "llm-embeds", "diffusion"}
+        assert {r.config.mode for r in by_target.values()} == {"understanding", "mixed"}
+        sources = by_target["diffusion"].config.vision.sources
+        assert sources == ({"kl-vae": "/models/kl16.ckpt"} if preset_name == "paper" else {})
+        # the arms see the same understanding data; only the arm that draws pixels is scored on its drawings
+        splits = {(r.config.data.train.n_vqa, r.config.data.train.n_caption) for r in runs}
+        assert len(splits) == 1
+        assert by_target["diffusion"].evaluate["generation"] > 0 and by_target["llm-embeds"].evaluate["generation"] == 0
+        assert by_target["llm-embeds"].evaluate["conditioning"] and by_target["diffusion"].evaluate["conditioning"]
+    with pytest.raises(UserError, match="--path kl16=PATH"):
+        expand(recipe, load_preset("paper"), 1, {k: v for k, v in PAPER_PATHS.items() if k != "kl16"})

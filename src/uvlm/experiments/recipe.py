@@ -49,7 +49,7 @@ AXES = ("understanding", "generation", "bias_share", "bias", "alpha", "epochs", 
 IGNORED_AXES = {"understanding": ("alpha", "generation"), "generation": ("alpha", "bias", "bias_share", "understanding"),
                 "mixed": ()}
 _RECIPE_KEYS = {"extends", "name", "version", "title", "reproduces", "command", "variants", "data", "axes", "evaluate",
-                "report", "expected", "notes", "controls", "verdict"}
+                "report", "expected", "notes", "controls", "verdict", "run"}
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
 
 
@@ -110,6 +110,9 @@ class Recipe:
     verdict: str = ""
     """The pre-registered finding this recipe judges (a key of :data:`uvlm.experiments.verdicts.VERDICTS`), or
     empty: the sweep prints and writes its verdict with the tables."""
+    run: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per preset, run-config overrides this recipe adds to the preset's own (a ``[run.PRESET]`` table; for example
+    the checkpoint of a vision source only its variants use, so the preset's other recipes keep their run ids)."""
 
 
 def load_recipe(name: str) -> Recipe:
@@ -153,6 +156,9 @@ def load_recipe(name: str) -> Recipe:
         bad = sorted(set(c) - {"variant", *AXES})
         require(not bad, f"recipe {name!r}: control {c} has unknown key(s) {', '.join(bad)}: use variant and "
                          f"{', '.join(AXES)}")
+    run = d.get("run", {})
+    require(isinstance(run, dict) and all(isinstance(v, dict) for v in run.values()),
+            f"recipe {name!r}: [run.PRESET] tables hold run-config overrides per preset")
     verdict = str(d.get("verdict", ""))
     if verdict:
         from uvlm.experiments.verdicts import VERDICTS
@@ -162,7 +168,7 @@ def load_recipe(name: str) -> Recipe:
                   command=d["command"], variants=tuple(d["variants"]), data=data,
                   axes={k: tuple(v) for k, v in axes.items()}, evaluate=d.get("evaluate", {}), report=report,
                   expected=d.get("expected", {}), notes=d.get("notes", ""),
-                  controls=tuple(dict(c) for c in controls), verdict=verdict)
+                  controls=tuple(dict(c) for c in controls), verdict=verdict, run=dict(run))
 
 
 # ----- presets ----------------------------------------------------------------------------------------------------
@@ -275,7 +281,7 @@ def expand(recipe: Recipe, preset: Preset, seeds: int, paths: dict[str, str] | N
 
     require(isinstance(seeds, int) and seeds >= 1, f"--seeds must be at least 1, got {seeds!r}")
     missing: set[str] = set()
-    overrides = _fill(preset.run, paths or {}, missing)
+    overrides = _fill(_merge(preset.run, recipe.run.get(preset.name, {})), paths or {}, missing)
     if missing and strict_paths:
         need = "; ".join(f"--path {k}=PATH ({preset.paths.get(k, 'a local checkpoint')})" for k in sorted(missing))
         raise UserError(f"preset {preset.name!r} needs local checkpoints: give {need}")
@@ -334,7 +340,7 @@ def expand(recipe: Recipe, preset: Preset, seeds: int, paths: dict[str, str] | N
         seen_groups.add(group)
         evaluate = {
             "generation": preset.generation_eval if recipe.evaluate.get("generation") and cfg.mode != "understanding"
-            else 0,
+            and cfg.model.target_class().draws() else 0,
             "probe": list(preset.probe) if recipe.evaluate.get("probe") and cfg.mode != "generation" else None,
             "conditioning": bool(recipe.evaluate.get("conditioning")) and cfg.mode != "understanding",
             "feature_probe": (int(recipe.evaluate.get("feature_probe") or 0)
