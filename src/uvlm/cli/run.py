@@ -286,11 +286,12 @@ def run_draw(args: argparse.Namespace) -> int:
     model = loaded.model
     require(model.target is not None, f"run {args.run!r} is an understanding-only model ({loaded.config.variant}): "
                                       f"it cannot draw; use a run with a generation target")
-    require(model.target.draws(), f"run {args.run!r} cannot draw: {model.target.no_drawing_reason()}")
+    target = loaded.config.model.target_class()
+    require(target.draws(), f"run {args.run!r} cannot draw: {target.no_drawing_reason()}")
     tokens = generate_images(model, [args.instruction], sampling=sampling)
     try:
         with torch.no_grad():
-            pixels = model.target.to_pixels(loaded.sources.generation, tokens)
+            pixels = target.to_pixels(loaded.sources.generation, tokens)
     except NotImplementedError as e:
         raise UserError(f"the {loaded.config.model.target} generation target of {args.run!r} cannot be turned into "
                         f"pixels ({e}): draw with a VQ-target run or a source with a pixel decoder") from None

@@ -75,7 +75,8 @@ def check_draws(loaded_run) -> None:
     require(getattr(model, "target", None) is not None and sources.generation is not None,
             f"run {config.variant!r} is an understanding-only model: it generates no images; evaluate generation "
             f"on a run with a generation target")
-    require(model.target.draws(), f"run {config.variant!r} cannot draw: {model.target.no_drawing_reason()}")
+    target = config.model.target_class()
+    require(target.draws(), f"run {config.variant!r} cannot draw: {target.no_drawing_reason()}")
 
 
 @torch.no_grad()
@@ -95,7 +96,7 @@ def generate_pixels(loaded_run, instructions: list[str], batch_size: int = 50,
     for b in range(0, len(instructions), batch_size):
         tokens = generate_images(model, instructions[b:b + batch_size], sampling=sampling)
         try:
-            pixels = model.target.to_pixels(sources.generation, tokens)
+            pixels = config.model.target_class().to_pixels(sources.generation, tokens)
         except NotImplementedError as e:
             raise UserError(f"the {config.model.target} generation target of run {config.variant!r} cannot be turned "
                             f"into pixels ({e}): evaluate a VQ-target run or a source with a pixel decoder") from None

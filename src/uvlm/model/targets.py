@@ -167,7 +167,8 @@ class Target(nn.Module):
         keep only the trained weights (LoRA) keep these too."""
         return []
 
-    def to_pixels(self, source, tokens: torch.Tensor) -> torch.Tensor:
+    @classmethod
+    def to_pixels(cls, source, tokens: torch.Tensor) -> torch.Tensor:
         """Generated tokens -> float ``(B, 3, R, R)`` images in ``[0, 1]`` through the generation source."""
         return source.decode(tokens)
 
