@@ -115,12 +115,19 @@ def test_llm_embeds_target_stops_gradient():
         t.check(torch.randn(2, 3, 5))
 
 
-def test_a_new_target_is_one_registered_class(monkeypatch):
+def _register_mse(monkeypatch) -> type:
+    """A target made in a test: SigLIP embeddings regressed with the mean squared error, registered for the test."""
     monkeypatch.setattr("uvlm.model.targets.TARGETS", dict(TARGETS))
 
     @register_target("mse-siglip")
     class MSETarget(ContinuousTarget):
         space = "siglip"
+        display = "MSE"
+        source_kind = "siglip"
+
+        @classmethod
+        def model_sizes(cls, understanding, generation):
+            return {"num_output_tokens": generation.num_tokens, "target_dim": generation.target_dim}
 
         def __init__(self, config, hidden_size, codebook=None):
             super().__init__(config, hidden_size)
@@ -130,6 +137,11 @@ def test_a_new_target_is_one_registered_class(monkeypatch):
         def per_token_loss(self, pred, target):
             return ((pred - target) ** 2).mean(-1)
 
+    return MSETarget
+
+
+def test_a_new_target_is_one_registered_class(monkeypatch):
+    _register_mse(monkeypatch)
     from uvlm.model import targets as mod
 
     assert "mse-siglip" in mod.TARGETS and "mse-siglip" not in TARGETS
@@ -163,26 +175,7 @@ def test_the_target_class_owns_its_name_everywhere(monkeypatch, tmp_path, fake_v
     from uvlm.train.data import load_sources
     from uvlm.train.loop import train
 
-    monkeypatch.setattr("uvlm.model.targets.TARGETS", dict(TARGETS))
-
-    @register_target("mse-siglip")
-    class MSETarget(ContinuousTarget):
-        space = "siglip"
-        display = "MSE"
-        source_kind = "siglip"
-
-        @classmethod
-        def model_sizes(cls, understanding, generation):
-            return {"num_output_tokens": generation.num_tokens, "target_dim": generation.target_dim}
-
-        def __init__(self, config, hidden_size, codebook=None):
-            super().__init__(config, hidden_size)
-            self.out_dim = self.feature_dim = config.target_dim
-            self._make_head()
-
-        def per_token_loss(self, pred, target):
-            return ((pred - target) ** 2).mean(-1)
-
+    _register_mse(monkeypatch)
     names = variant_names()
     assert {"SigLIP-MSE", "SigLIP-MSE-D", "VQ*-MSE", "MSE_g"} <= set(names)
     # targets in an encoder's space come in the encoders' order, the others after them

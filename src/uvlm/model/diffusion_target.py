@@ -37,6 +37,7 @@ from uvlm.errors import UserError, require
 from uvlm.model.config import SamplingConfig, UnifiedConfig
 from uvlm.model.diffusion import DiffusionHead, DiffusionHeadConfig
 from uvlm.model.targets import ContinuousTarget, register_target
+from uvlm.vision.presets import ContinuousSource, file_identity
 
 KIND = "kl-vae"
 #: ``target_options`` keys besides the head's own fields.
@@ -60,11 +61,10 @@ def head_config(options: dict[str, Any], token_dim: int, cond_dim: int) -> Diffu
         raise UserError(f"bad diffusion target option: {e}") from None
 
 
-class KLVAESource:
+class KLVAESource(ContinuousSource):
     """KL-VAE latent tokens ``(B, N, E)`` (scaled posterior means) as generation targets; the VAE decodes them."""
 
     kind = KIND
-    cache_dtype = "float16"
 
     def __init__(self, vae, weights: Path):
         self.vae = vae.eval().requires_grad_(False)
@@ -74,23 +74,11 @@ class KLVAESource:
         self.input_dim = self.target_dim = vae.embed_dim
 
     def identity(self) -> dict[str, Any]:
-        from uvlm.vision.presets import _file_identity
-
-        return {"kind": KIND, "weights": _file_identity(self.weights), "config": self.vae.config.to_dict(),
+        return {"kind": KIND, "weights": file_identity(self.weights), "config": self.vae.config.to_dict(),
                 "scale_factor": self.vae.scale_factor}
 
     def encode_cached(self, images: list) -> torch.Tensor:
         return self.vae.encode_latents(images)
-
-    def to_inputs(self, cached: torch.Tensor) -> torch.Tensor:
-        return cached.float()
-
-    def to_targets(self, cached: torch.Tensor) -> torch.Tensor:
-        return cached.float()
-
-    @property
-    def codebook(self) -> None:
-        return None
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

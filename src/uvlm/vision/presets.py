@@ -28,7 +28,7 @@ from uvlm.errors import UserError
 KINDS = ("siglip", "vq")
 
 
-def _file_identity(path: Path) -> dict[str, Any]:
+def file_identity(path: Path) -> dict[str, Any]:
     """Identity of weights on disk: the artifact's config hash if it is a uvlm cache folder, else a content digest."""
     files = sorted(p for p in (path.iterdir() if path.is_dir() else [path]) if p.is_file())
     h = hashlib.sha256()
@@ -44,25 +44,10 @@ def _file_identity(path: Path) -> dict[str, Any]:
     return {"path_name": path.name, "digest": h.hexdigest()[:16]}
 
 
-class SiglipSource:
-    """SigLIP patch tokens as understanding input and as generation target (the paper's SigLIP spaces)."""
+class ContinuousSource:
+    """A source of float tokens ``(B, N, D)``, cached as float16 and used as they are, input and target alike."""
 
-    kind = "siglip"
     cache_dtype = "float16"
-
-    def __init__(self, tower, weights: Path):
-        self.tower = tower.eval().requires_grad_(False)
-        self.weights = weights
-        self.resolution = tower.resolution
-        self.num_tokens = tower.num_tokens
-        self.input_dim = self.target_dim = tower.dim
-        self._decoder = None
-
-    def identity(self) -> dict[str, Any]:
-        return {"kind": "siglip", "weights": _file_identity(self.weights), **self.tower.tower_config()}
-
-    def encode_cached(self, images: list) -> torch.Tensor:
-        return self.tower.encode(images)
 
     def to_inputs(self, cached: torch.Tensor) -> torch.Tensor:
         return cached.float()
@@ -73,6 +58,26 @@ class SiglipSource:
     @property
     def codebook(self) -> None:
         return None
+
+
+class SiglipSource(ContinuousSource):
+    """SigLIP patch tokens as understanding input and as generation target (the paper's SigLIP spaces)."""
+
+    kind = "siglip"
+
+    def __init__(self, tower, weights: Path):
+        self.tower = tower.eval().requires_grad_(False)
+        self.weights = weights
+        self.resolution = tower.resolution
+        self.num_tokens = tower.num_tokens
+        self.input_dim = self.target_dim = tower.dim
+        self._decoder = None
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "siglip", "weights": file_identity(self.weights), **self.tower.tower_config()}
+
+    def encode_cached(self, images: list) -> torch.Tensor:
+        return self.tower.encode(images)
 
     def decoder(self):
         """The pixel decoder for this tower (trained on first use, then cached)."""
@@ -116,7 +121,7 @@ class VQSource:
         self.target_dim = tokenizer.codebook_size
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": "vq", "weights": _file_identity(self.weights), "config": self.tokenizer.config.to_dict()}
+        return {"kind": "vq", "weights": file_identity(self.weights), "config": self.tokenizer.config.to_dict()}
 
     def encode_cached(self, images: list) -> torch.Tensor:
         return self.tokenizer.encode(images)
