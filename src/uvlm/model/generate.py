@@ -121,10 +121,11 @@ def generate_images(model: UnifiedVLM, instructions: Sequence[str], sampling: Sa
     tokens = []
     for k in range(n):
         out = model.vision_head(h)
+        kw = {"position": k} if target.positional else {}
         if guided:
-            tok = target.select(out[:b], sampling, generator, uncond=out[b:])
+            tok = target.select(out[:b], sampling, generator, uncond=out[b:], **kw)
         else:
-            tok = target.select(out, sampling, generator)  # (B,) ids or (B, D)
+            tok = target.select(out, sampling, generator, **kw)  # (B,) ids or (B, D)
         tokens.append(tok)
         if k == n - 1:
             break

@@ -95,6 +95,8 @@ class Target(nn.Module):
     """What it generates, in words (for messages)."""
     takes_guidance: ClassVar[bool] = False
     """Its ``select`` uses classifier-free guidance (``SamplingConfig.guidance``)."""
+    positional: ClassVar[bool] = False
+    """Its ``select`` takes ``position``, the index of the image token being chosen."""
 
     out_dim: int
     feature_dim: int
@@ -125,6 +127,13 @@ class Target(nn.Module):
     def training_targets(cls, sources, cached: torch.Tensor) -> torch.Tensor:
         """Cached generation-source rows -> the tokens the model is trained to generate."""
         return sources.generation.to_targets(cached)
+
+    @classmethod
+    def generation_source(cls, understanding, load: Callable[[str], Any]):
+        """The run's generation source, given its understanding source and ``load(kind)`` (a source of another
+        kind): the understanding source itself when :attr:`source_kind` is ``None`` or its kind, else ``load``."""
+        kind = cls.source_kind
+        return understanding if kind is None or kind == understanding.kind else load(kind)
 
     @classmethod
     def load_source(cls, source: str):

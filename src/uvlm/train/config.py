@@ -571,7 +571,10 @@ def resolve_model_config(config: RunConfig, und_source, gen_source) -> UnifiedCo
     if target is not None:
         src = und_source if target.source_kind is None else gen_source
         require(src is not None, "the model has a generation target but no generation source was given")
-        kw.update(target.model_sizes(und_source, src))
+        sizes = dict(target.model_sizes(und_source, src))
+        if "target_options" in sizes:  # sizes a target records among its settings
+            sizes["target_options"] = {**m.target_options, **sizes["target_options"]}
+        kw.update(sizes)
     return replace(m, **kw)
 
 

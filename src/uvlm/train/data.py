@@ -75,12 +75,12 @@ def load_sources(config: RunConfig) -> Sources:
     gen = None
     target = config.model.target_class()
     if target is not None:
-        kind = target.source_kind
-        if kind is None or kind == v.understanding:
-            gen = und
-        else:
-            gen = _pooled(get_vision_source(kind, v.source_for(kind)), v.pool if target.poolable else 1)
-            require(gen.kind == kind, f"vision source for {kind!r} reports kind {gen.kind!r}")
+        def load(kind: str):
+            src = _pooled(get_vision_source(kind, v.source_for(kind)), v.pool if target.poolable else 1)
+            require(src.kind == kind, f"vision source for {kind!r} reports kind {src.kind!r}")
+            return src
+
+        gen = target.generation_source(und, load)
     return Sources(und, gen)
 
 
