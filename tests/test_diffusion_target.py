@@ -162,3 +162,42 @@ def test_the_kl_vae_source_kind(tmp_path):
         vision_source("kl-vae", str(tmp_path / "missing.ckpt"))
     with pytest.raises(UserError, match="unknown vision encoder 'clip': use one of siglip, vq, kl-vae"):
         vision_source("clip")
+
+
+def test_cli_train_and_draw_semantic_and_pixel_generation_together(tmp_path, capsys, fake_vision):
+    cfg = tiny_config("SigLIP-LLMEmbeds+Diffusion", steps=3)
+    d = cfg.to_dict()
+    d["model"]["target_options"] = HEAD
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(d))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--out", str(run), "--quiet"]) == 0
+    saved = json.loads((run / "config.json").read_text())["model"]
+    assert saved["num_output_tokens"] == 32 and saved["target_options"] == {**HEAD, "semantic_tokens": 16}
+    assert main(["draw", str(run), "Draw a smart watch.", str(tmp_path / "w.png"), "--temperature", "1",
+                 "--guidance", "2"]) == 0
+    assert main(["eval", str(run), "--conditioning", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 4
+
+    from uvlm.train.checkpoint import load_run
+
+    loaded = load_run(run)
+    model = _trained_once(loaded.model)
+    instructions = ["Draw a smart watch showing the time 02:07:00.", "Draw a watch with sunny weather."]
+    sampling = SamplingConfig(temperature=1.0, steps=3, seed=2, guidance=2.0)
+    cached = generate_images(model, instructions, sampling, use_cache=True)
+    assert cached.shape == (2, 32, model.hidden_size + 9)
+    assert torch.equal(cached[:, :16, -1], torch.zeros(2, 16)) and torch.equal(cached[:, 16:, -1], torch.ones(2, 16))
+    assert torch.allclose(cached, generate_images(model, instructions, sampling, use_cache=False), atol=1e-4)
+    # both losses reach the LLM
+    model.train()
+    from uvlm.train.data import TrainData
+
+    data = TrainData(loaded.config, loaded.sources, model.sequences)
+    gen_items = [it for it in data.order.items if it[0] == "generation"][:2]
+    batch = model.sequences.collate(data.examples(gen_items)[0])
+    model.zero_grad()
+    model(batch).loss.backward()
+    assert sum(float(p.grad.abs().sum()) for p in model.decoder_block_parameters()) > 0
+    assert float(model.target.semantic_head.weight.grad.abs().sum()) > 0
+    assert float(model.target.pixel_adapter.weight.grad.abs().sum()) > 0

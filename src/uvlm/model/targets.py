@@ -419,6 +419,7 @@ def build_target(config: UnifiedConfig, hidden_size: int, codebook: torch.Tensor
 #: Modules of built-in targets defined outside this one, one a line; imported here so that they register.
 BUILTIN_MODULES: tuple[str, ...] = (
     "uvlm.model.diffusion_target",
+    "uvlm.model.semantic_pixel_target",
 )
 
 for _module in BUILTIN_MODULES:
