@@ -275,12 +275,14 @@ def test_unihetero_semantic_vs_pixel_expands_at_every_preset():
     recipe = load_recipe("unihetero-semantic-vs-pixel")
     for preset_name in preset_names():
         runs = expand(recipe, load_preset(preset_name), seeds=3, paths=PAPER_PATHS)
-        assert len(runs) == 9
+        assert len(runs) == 12
         by_target = {r.config.model.target: r for r in runs if r.seed == 0}
-        assert set(by_target) == {None, "llm-embeds", "diffusion"}
+        assert set(by_target) == {None, "llm-embeds", "diffusion", "llm-embeds+diffusion"}
         assert {r.config.mode for r in by_target.values()} == {"understanding", "mixed"}
-        sources = by_target["diffusion"].config.vision.sources
-        assert sources == ({"kl-vae": "/models/kl16.ckpt"} if preset_name == "paper" else {})
+        for pixel in ("diffusion", "llm-embeds+diffusion"):
+            sources = by_target[pixel].config.vision.sources
+            assert sources == ({"kl-vae": "/models/kl16.ckpt"} if preset_name == "paper" else {})
+            assert by_target[pixel].evaluate["generation"] > 0
         # the arms see the same understanding data; only the arm that draws pixels is scored on its drawings
         splits = {(r.config.data.train.n_vqa, r.config.data.train.n_caption) for r in runs}
         assert len(splits) == 1
