@@ -116,15 +116,20 @@ def test_a_diffusion_target_without_a_pixel_latent_is_a_one_line_error(tmp_path,
     assert RunConfig.from_dict(d).to_dict()["vision"]["sources"] == {"kl-vae": "tiny"}
 
 
-def test_cli_train_and_draw_a_diffusion_run(tmp_path, capsys, fake_vision):
-    cfg = tiny_config("SigLIP-Diffusion", steps=3)
-    d = cfg.to_dict()
+def _cli_train(tmp_path, variant: str):
+    """``uvlm train --config`` of a 3-step run of ``variant`` with the small head; returns the run folder and its
+    resolved config."""
+    d = tiny_config(variant, steps=3).to_dict()
     d["model"]["target_options"] = HEAD
     path = tmp_path / "run.json"
     path.write_text(json.dumps(d))
     run = tmp_path / "run"
     assert main(["train", "--config", str(path), "--out", str(run), "--quiet"]) == 0
-    saved = json.loads((run / "config.json").read_text())
+    return run, json.loads((run / "config.json").read_text())
+
+
+def test_cli_train_and_draw_a_diffusion_run(tmp_path, capsys, fake_vision):
+    run, saved = _cli_train(tmp_path, "SigLIP-Diffusion")
     assert saved["model"]["target"] == saved["vision"]["generation"] == "diffusion"
     assert saved["model"]["target_dim"] == 8 and saved["model"]["num_output_tokens"] == 16
     assert saved["model"]["target_options"] == HEAD
@@ -165,14 +170,8 @@ def test_the_kl_vae_source_kind(tmp_path):
 
 
 def test_cli_train_and_draw_semantic_and_pixel_generation_together(tmp_path, capsys, fake_vision):
-    cfg = tiny_config("SigLIP-LLMEmbeds+Diffusion", steps=3)
-    d = cfg.to_dict()
-    d["model"]["target_options"] = HEAD
-    path = tmp_path / "run.json"
-    path.write_text(json.dumps(d))
-    run = tmp_path / "run"
-    assert main(["train", "--config", str(path), "--out", str(run), "--quiet"]) == 0
-    saved = json.loads((run / "config.json").read_text())["model"]
+    run, saved = _cli_train(tmp_path, "SigLIP-LLMEmbeds+Diffusion")
+    saved = saved["model"]
     assert saved["num_output_tokens"] == 32 and saved["target_options"] == {**HEAD, "semantic_tokens": 16}
     assert main(["draw", str(run), "Draw a smart watch.", str(tmp_path / "w.png"), "--temperature", "1",
                  "--guidance", "2"]) == 0
