@@ -56,6 +56,9 @@ def test_quickstart_runs_tabulates_plots_and_skips_finished_runs(tmp_path, monke
     again = run_quickstart(q, log=lambda s: None)
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")} == stamps
     assert again["summary"] == result["summary"]
+    # a rerun that trains nothing keeps the minutes of the invocation that did the work
+    assert again["invocations"] == 2 and again["wall_minutes"] < result["wall_minutes"]
+    assert again["wall_minutes_all_invocations"] >= result["wall_minutes"] - 0.01
     # another configuration in the same folder trains its own runs beside the first ones (folders named by config hash)
     runs_before = {p.name for p in (out / "runs").iterdir()}
     other = run_quickstart(QuickstartConfig(**{**q.__dict__, "seeds": 1, "samples": 40, "arms": ("SigLIP_u",)}),

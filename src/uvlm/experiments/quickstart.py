@@ -243,7 +243,13 @@ def run_quickstart(q: QuickstartConfig, log=print) -> dict[str, Any]:
     summary = summarize(records, q.arms)
     verdict = transfer(records)
     table = format_table(summary)
-    result = {"config": asdict(q), "wall_minutes": sweep["wall_minutes"], "summary": summary, "verdict": verdict,
+    # every invocation appends its wall time to the sweep's timing.jsonl: a rerun that trains nothing adds its seconds
+    # and keeps the minutes of the invocations that did the work
+    timing = Path(sweep["folder"]) / "timing.jsonl"
+    invocations = [json.loads(line) for line in timing.read_text().splitlines() if line.strip()] if timing.is_file() else []
+    result = {"config": asdict(q), "wall_minutes": sweep["wall_minutes"],
+              "wall_minutes_all_invocations": round(sum(i.get("wall_minutes", 0.0) for i in invocations), 2),
+              "invocations": len(invocations), "summary": summary, "verdict": verdict,
               "runs": sorted(records, key=lambda r: (r["arm"], r["seed"])), "failures": failures,
               "paper": {v: _paper_row(v, TABLE_A5) for v in q.arms}}
     write_json_atomic(out / "results.json", result)
@@ -258,5 +264,7 @@ def run_quickstart(q: QuickstartConfig, log=print) -> dict[str, Any]:
     log("")
     log(text)
     log("")
-    log(f"wall time {result['wall_minutes']:.1f} min; curves: {out / 'curves.png'}; all numbers: {out / 'results.json'}")
+    log(f"wall time {result['wall_minutes']:.1f} min ({result['wall_minutes_all_invocations']:.1f} min over "
+        f"{result['invocations']} invocation(s) of this folder); curves: {out / 'curves.png'}; all numbers: "
+        f"{out / 'results.json'}")
     return result
