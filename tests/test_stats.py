@@ -80,3 +80,14 @@ def test_format_and_digits():
     assert digits_for([0.98, 0.5, float("nan")]) == 3
     assert digits_for([0.98, 85.0]) == 1
     assert digits_for([]) == 1
+
+
+def test_an_interval_is_cut_to_the_range_its_metric_cannot_leave():
+    from uvlm.experiments.results import metric_bounds
+
+    free = summarize([99.0, 100.0, 100.0])
+    cut = summarize([99.0, 100.0, 100.0], bounds=metric_bounds("vqa.position"))
+    assert free.ci_high > 100.0 and cut.ci_high == 100.0 and isinstance(cut.ci_high, float)
+    assert cut.ci_low == free.ci_low and cut.mean == free.mean and cut.std == free.std
+    assert summarize([0.0, 1.0, 0.0], bounds=metric_bounds("vqa.weather")).ci_low == 0.0
+    assert metric_bounds("feature_probe.icon") == (0.0, 1.0) and metric_bounds("conditioning.gap") is None

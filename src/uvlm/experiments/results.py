@@ -103,6 +103,20 @@ class Row:
                 "metrics": {k: s.to_dict() for k, s in self.metrics.items()}}
 
 
+
+#: Metric path prefixes and the range their values cannot leave (intervals are cut to it; see ``summarize``).
+METRIC_BOUNDS: tuple[tuple[str, tuple[float, float]], ...] = (
+    ("vqa.", (0.0, 100.0)), ("faithfulness.", (0.0, 100.0)), ("feature_probe.", (0.0, 1.0)),
+    ("probe.accuracy", (0.0, 1.0)), ("probe.chance", (0.0, 1.0)), ("fid.", (0.0, math.inf)))
+
+
+def metric_bounds(path: str) -> tuple[float, float] | None:
+    """The range of the metric at ``path`` (``vqa.weather`` -> ``(0, 100)``), or ``None`` when it has none."""
+    for prefix, bounds in METRIC_BOUNDS:
+        if path.startswith(prefix):
+            return bounds
+    return None
+
 def _flatten(d: Any, prefix: str, numbers: dict[str, float], strings: dict[str, str]) -> None:
     """Numeric leaves -> ``numbers``, string leaves -> ``strings``, keyed by dotted path; other leaves ignored."""
     if not isinstance(d, Mapping):
@@ -202,7 +216,8 @@ def aggregate(records: Sequence[Mapping[str, Any]]) -> list[Row]:
             del qualifiers[path]  # a per-run note (a folder, a checkpoint name): not a property of the group
         rows.append(Row(group=group, labels=_shared_labels(runs), seeds=tuple(r.get("seed") for r in done),
                         run_ids=tuple(run_id(r) for r in done), failed=failed,
-                        metrics={p: summarize(v) for p, v in values.items()}, qualifiers=qualifiers))
+                        metrics={p: summarize(v, bounds=metric_bounds(p)) for p, v in values.items()},
+                        qualifiers=qualifiers))
     return rows
 
 
@@ -319,7 +334,7 @@ def aggregate_curves(records: Sequence[Mapping[str, Any]], metric: str = "vqa.to
             y = [get_path(c[i], metric) for c in curves]
             y = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan for v in y]
             finite = [v for v in y if not math.isnan(v)]
-            s = summarize(finite)
+            s = summarize(finite, bounds=metric_bounds(metric))
             stats.append((s, min(finite) if finite else math.nan, max(finite) if finite else math.nan))
         if all(s.n == 0 for s, _, _ in stats):
             continue
