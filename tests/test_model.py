@@ -321,3 +321,20 @@ def test_bad_configs_and_batches_are_one_line_user_errors(tok, data):
     wrong = vq.sequences.generation("Draw.", torch.randn(N, D_SIGLIP))
     with pytest.raises(UserError, match="int64"):
         vq(vq.sequences.collate([wrong]))
+
+
+def test_the_kv_cache_keyword_follows_the_transformers_release():
+    import inspect
+
+    from transformers import LlamaModel
+
+    from uvlm.model.unified import _cache_argument
+
+    expected = "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+    assert _cache_argument(LlamaModel) == expected
+
+    class Old:  # a decoder of an older release: only past_key_values
+        def forward(self, inputs_embeds=None, past_key_values=None, use_cache=False):
+            pass
+
+    assert _cache_argument(Old) == "past_key_values"

@@ -18,6 +18,9 @@ the losses. It never sees pixels: vision inputs are cached frozen-encoder tensor
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,9 +205,9 @@ class UnifiedVLM(nn.Module):
                position_ids: torch.Tensor | None = None, past_key_values=None, use_cache: bool = False):
         """Run the LLM body on ``(B, L, hidden)`` embeddings; returns its output (``last_hidden_state`` is the final
         normalised hidden ``(B, L, hidden)``; ``past_key_values`` the cache when ``use_cache``)."""
-        return self.llm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                      position_ids=position_ids, past_key_values=past_key_values,
-                                      use_cache=use_cache)
+        decoder = self.llm.get_decoder()
+        return decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                       use_cache=use_cache, **{_cache_argument(type(decoder)): past_key_values})
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """``(..., hidden)`` -> ``(..., V)`` text logits (the LLM's own LM head)."""
@@ -280,3 +283,11 @@ def _check_rows(mask: torch.Tensor, shape: torch.Size, what: str) -> None:
     require(len(counts) == shape[0] and bool((counts == shape[1]).all()),
             f"{what} {tuple(shape)} do not match the batch's positions (rows {counts.tolist()}): build batches with "
             f"SequenceBuilder.collate")
+
+
+@functools.cache
+def _cache_argument(decoder_class: type) -> str:
+    """The keyword a ``transformers`` decoder takes its KV cache by: ``cache`` in recent releases, where
+    ``past_key_values`` is deprecated, and ``past_key_values`` before."""
+    params = inspect.signature(decoder_class.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
