@@ -187,6 +187,21 @@ def test_interrupted_sweep_resumes_to_the_uninterrupted_result(tmp_path, fake_vi
     assert resumed["status"] == "done"
     assert resumed["final"]["vqa"] == straight["final"]["vqa"]
     assert [p["vqa"] for p in resumed["curve"]] == [p["vqa"] for p in straight["curve"]]
+    # both attempts count in the run's training time, not only the resumed one
+    run_dir = next((tmp_path / "b" / "runs").iterdir())
+    result = json.loads((run_dir / "result.json").read_text())
+    assert len((run_dir / "attempts.jsonl").read_text().splitlines()) == 2
+    assert result["train_seconds"] > result["attempt_seconds"] > 0
+
+
+def test_attempts_seconds_counts_each_attempt_to_its_last_log_line(tmp_path):
+    from uvlm.experiments.sweep import attempts_seconds
+
+    (tmp_path / "attempts.jsonl").write_text('{"start": 100.0}\n{"start": 200.0}\n')
+    lines = [{"kind": "train", "time": t} for t in (110.0, 130.0, 210.0)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + '\n{"kind": "tr')  # cut by a kill
+    assert attempts_seconds(tmp_path, now=250.0) == pytest.approx(30.0 + 50.0)
+    assert attempts_seconds(tmp_path / "nothing", now=250.0) == 0.0
 
 
 def test_partial_sweeps_list_missing_runs_and_tables_only_trains_nothing(tmp_path, fake_vision):

@@ -110,6 +110,37 @@ def _curve(run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+#: One line per training attempt of a run (its start time), so a run resumed after a kill counts all its attempts.
+ATTEMPTS_FILE = "attempts.jsonl"
+
+
+def attempts_seconds(run_dir: Path, now: float) -> float:
+    """Seconds a run has trained over all its attempts: each attempt from its start to its last metrics line before
+    the next attempt started (the last attempt: to ``now``). An attempt that logged nothing counts nothing."""
+    f = run_dir / ATTEMPTS_FILE
+    starts = sorted(json.loads(line)["start"] for line in f.read_text().splitlines() if line.strip()) if f.is_file() else []
+    if not starts:
+        return 0.0
+    stamps: list[float] = []
+    m = run_dir / "metrics.jsonl"
+    if m.is_file():
+        for line in m.read_text().splitlines():
+            try:
+                t = json.loads(line).get("time")
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            if isinstance(t, (int, float)):
+                stamps.append(float(t))
+    total = 0.0
+    for k, start in enumerate(starts):
+        if k == len(starts) - 1:
+            total += max(0.0, now - start)
+            break
+        inside = [t for t in stamps if start <= t < starts[k + 1]]
+        total += max(inside) - start if inside else 0.0
+    return total
+
+
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """Train (or resume, or skip) one run, then the evaluations its recipe asks for; returns the run's record."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -127,10 +158,14 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         result = json.loads(done.read_text())
     else:
         config = RunConfig.from_dict(job["config"])
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / ATTEMPTS_FILE, "a") as fh:  # when each attempt started: a killed one's time still counts
+            fh.write(json.dumps({"start": t0}) + "\n")
         r = train(config, out, resume=bool(list_checkpoints(out)), quiet=True)
         curve = _curve(out)
         vqa = (r.last_eval or {}).get("vqa") or (curve[-1]["vqa"] if curve else None)
-        result = {"id": job["id"], "steps": r.steps, "train_seconds": time.time() - t0, "vqa": vqa, "curve": curve}
+        result = {"id": job["id"], "steps": r.steps, "train_seconds": attempts_seconds(out, time.time()),
+                  "attempt_seconds": time.time() - t0, "vqa": vqa, "curve": curve}
         write_json_atomic(done, result)
     ev = job["evaluate"]
     if not list_checkpoints(out):  # a run restored from committed results has no weights: evaluate nothing new
