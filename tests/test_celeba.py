@@ -73,6 +73,16 @@ def test_reader_parses_the_fixture(fx, files):
     assert [bool(v) for v in other.labels[:, 0]] == [fx.labels[n]["Smiling"] for n in fx.names]
 
 
+def test_crlf_lines_and_a_byte_order_mark_read_the_same(fx, tmp_path, files):
+    root = copy(fx, tmp_path)
+    for name in ("list_attr_celeba.txt", "list_eval_partition.txt"):
+        p = root / name
+        p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes().replace(b"\n", b"\r\n"))
+    again = read_celeba(root)
+    assert again.names == files.names and np.array_equal(again.labels, files.labels)
+    assert np.array_equal(again.partition, files.partition)
+
+
 def test_optional_files_are_not_needed(fx):
     names = {p.name for p in fx.root.iterdir()}
     assert names == {"img_align_celeba", "list_attr_celeba.txt", "list_eval_partition.txt"}

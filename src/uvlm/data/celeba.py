@@ -251,7 +251,7 @@ def _name_some(items: Sequence[str], k: int = 3) -> str:
 def _read_lines(path: Path) -> list[str]:
     require(path.is_file(), f"CelebA file {str(path)!r} not found ({found(path)} there): {_FIX_LAYOUT}")
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8-sig").splitlines()  # a BOM or CRLF lines are fine
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not a CelebA text file ({e.reason} at byte {e.start}): restore the original "
                         f"{path.name}") from None
