@@ -287,6 +287,18 @@ def test_texts_state_exactly_the_drawn_attributes(fx, files):
     assert conv[0]["value"].startswith("<image>\n") and conv[1]["from"] == "gpt"
 
 
+def test_records_name_their_source_image(fx, files):
+    import json
+
+    ca = split(fx, files)
+    for task in ("vqa", "caption", "generation"):
+        s = ca.sample(task, 5, with_image=False)
+        r = json.loads(json.dumps(s.record()))
+        assert r["source_image"] == s.source_image and r["source_image"] in fx.names
+        assert r["attributes"] == {a: fx.labels[r["source_image"]][a] for a in ATTRIBUTES}
+        assert r["conversations"] == s.conversations() and r["id"] == f"train-{task}-00000005"
+
+
 def test_a_biased_split_under_represents_the_attribute(fx, files):
     bias = CelebABias.parse("Wearing_Hat:0.02:0")
     ca = split(fx, files, n_vqa=1500, n_caption=600, n_generation=600, bias=bias)

@@ -588,6 +588,14 @@ class CelebASample:
     def question_id(self, turn: int) -> str:
         return f"{self.id}.{turn}"
 
+    def record(self) -> dict[str, Any]:
+        """A JSON-ready row without the image: id, task, the CelebA file it shows, its ground truth, the turns (LLaVA
+        style) and what a caption or instruction states. ``source_image`` lets a split be audited against the
+        attribute file."""
+        return {"id": self.id, "task": self.task, "source_image": self.source_image,
+                "attributes": dict(self.attributes), "conversations": self.conversations(),
+                "mentioned": list(self.mentioned)}
+
     def conversations(self) -> list[dict[str, str]]:
         """LLaVA-style turns, as for SmartWatch."""
         if self.task == "generation":
