@@ -305,3 +305,19 @@ def test_unihetero_semantic_vs_pixel_expands_at_every_preset():
         assert by_target["llm-embeds"].evaluate["conditioning"] and by_target["diffusion"].evaluate["conditioning"]
     with pytest.raises(UserError, match="--path kl16=PATH"):
         expand(recipe, load_preset("paper"), 1, {k: v for k, v in PAPER_PATHS.items() if k != "kl16"})
+
+
+def test_the_progress_line_shows_only_runs_that_log_now(tmp_path):
+    import os
+    from types import SimpleNamespace
+
+    from uvlm.experiments.sweep import _progress
+
+    runs = [SimpleNamespace(folder=f"r{k}", group="SigLIP_u", seed=k, id=f"r{k}") for k in range(3)]
+    for k in range(3):
+        (tmp_path / f"r{k}").mkdir()
+        (tmp_path / f"r{k}" / "metrics.jsonl").write_text(json.dumps({"step": 50}) + "\n")
+    (tmp_path / "r2" / "result.json").write_text("{}")
+    os.utime(tmp_path / "r0" / "metrics.jsonl", (1000.0, 1000.0))  # interrupted by an earlier sweep
+    line = _progress(runs, tmp_path, {f"r{k}": 100 for k in range(3)}, since=2000.0)
+    assert line == "1/3 trained, 1 interrupted earlier (to resume) | SigLIP_u/s1  50%"

@@ -363,12 +363,17 @@ def _record(run: PlannedRun, recipe: Recipe, status: str, body: dict[str, Any] |
             "final": body.get("final", {}), "curve": body.get("curve", [])}
 
 
-def _progress(runs: list[PlannedRun], store: Path, steps: dict[str, int]) -> str:
+def _progress(runs: list[PlannedRun], store: Path, steps: dict[str, int], since: float = 0.0) -> str:
+    """``N/M trained | group/seed P% | ...``: the runs that logged since ``since`` (this sweep's start); runs
+    interrupted earlier and not resumed yet are counted apart, not shown as active."""
     finished = sum((store / r.folder / "result.json").is_file() for r in runs)
-    active = []
+    active, waiting = [], 0
     for r in runs:
         d = store / r.folder
         if (d / "result.json").is_file() or not (d / "metrics.jsonl").is_file():
+            continue
+        if (d / "metrics.jsonl").stat().st_mtime < since:
+            waiting += 1
             continue
         step = 0
         for line in (d / "metrics.jsonl").read_text().splitlines()[-3:]:
@@ -377,7 +382,8 @@ def _progress(runs: list[PlannedRun], store: Path, steps: dict[str, int]) -> str
             except (ValueError, json.JSONDecodeError):
                 pass
         active.append(f"{r.group}/s{r.seed} {100 * step // max(1, steps[r.id]):3d}%")
-    return f"{finished}/{len(runs)} trained" + (" | " + " | ".join(active[:4]) if active else "")
+    return (f"{finished}/{len(runs)} trained" + (f", {waiting} interrupted earlier (to resume)" if waiting else "")
+            + (" | " + " | ".join(active[:4]) if active else ""))
 
 
 def prepare_features(runs: list[PlannedRun], log: Callable[[str], None]) -> None:
@@ -493,7 +499,7 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
     if workers == 1:
         for key in order:
             collect(key, lambda key=key: run_one(jobs[key]))
-            log(f"[{(time.time() - t0) / 60:5.1f} min] {_progress(runs, store, steps)}")
+            log(f"[{(time.time() - t0) / 60:5.1f} min] {_progress(runs, store, steps, since=t0)}")
     else:
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
             futures = {pool.submit(run_one, jobs[k]): k for k in order}
@@ -504,7 +510,7 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
                     collect(futures[f], f.result)
                 if time.time() - last > 60 or not pending:
                     last = time.time()
-                    log(f"[{(time.time() - t0) / 60:5.1f} min] {_progress(runs, store, steps)}")
+                    log(f"[{(time.time() - t0) / 60:5.1f} min] {_progress(runs, store, steps, since=t0)}")
 
     ordered = collect_records(recipe, everything, store)
     write_tables(recipe, preset, ordered, folder)
