@@ -33,14 +33,12 @@ Shapes, for grid ``g = R / downsample`` and ``N = g * g``:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +49,8 @@ from uvlm.data.config import SplitConfig
 from uvlm.errors import UserError, check_keys, require
 from uvlm.vision.artifacts import artifact_dir, cached, check_state_dict, load_artifact, save_artifact
 from uvlm.vision.base import ImageBatch, to_float_batch
-from uvlm.vision.vq_train import images
+from uvlm.vision.vq import AttnBlock, Downsample, ResnetBlock, Upsample, _norm
+from uvlm.vision.vq_train import _lr_at, _stderr, _threads, images
 
 __all__ = ["KLVAEConfig", "KLVAE", "KLVAETrainConfig", "train_kl_vae", "load_kl_vae", "load_kl16", "evaluate",
            "published_keys", "KL16_SCALE_FACTOR"]
@@ -151,64 +150,8 @@ class KLVAEConfig:
 
 # ----- building blocks (MAR / LDM layout and parameter names) -----------------------------------------------------
 
-def _norm(channels: int, groups: int) -> nn.GroupNorm:
-    return nn.GroupNorm(groups, channels, eps=1e-6, affine=True)
-
-
-class ResnetBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, groups: int, dropout: float = 0.0):
-        super().__init__()
-        self.norm1 = _norm(cin, groups)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.norm2 = _norm(cout, groups)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
-        if cin != cout:
-            self.nin_shortcut = nn.Conv2d(cin, cout, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return (self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x) + h
-
-
-class AttnBlock(nn.Module):
-    """Single-head self-attention over the positions of a feature map (1 x 1 convolutions for q, k, v, output)."""
-
-    def __init__(self, channels: int, groups: int):
-        super().__init__()
-        self.norm = _norm(channels, groups)
-        self.q = nn.Conv2d(channels, channels, 1)
-        self.k = nn.Conv2d(channels, channels, 1)
-        self.v = nn.Conv2d(channels, channels, 1)
-        self.proj_out = nn.Conv2d(channels, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, hh, ww = x.shape
-        h = self.norm(x)
-        q, k, v = (m(h).flatten(2).transpose(1, 2)[:, None] for m in (self.q, self.k, self.v))  # (B, 1, HW, C)
-        out = F.scaled_dot_product_attention(q, k, v)[:, 0].transpose(1, 2).reshape(b, c, hh, ww)
-        return x + self.proj_out(out)
-
-
-class Downsample(nn.Module):
-    """Stride-2 3 x 3 convolution after zero padding on the right and bottom only (LDM's asymmetric padding)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
-class Upsample(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+# ResnetBlock, AttnBlock, Downsample, Upsample and _norm are the tiny VQ's (the same LDM-derived layout and
+# parameter names); only the level container differs (LDM names its residual blocks ``block``, LlamaGen ``res``).
 
 
 class _Mid(nn.Module):
@@ -554,27 +497,6 @@ def measure_scale_factor(model: KLVAE, x: torch.Tensor, batch_size: int = 64) ->
     """``1 / std`` of the unscaled posterior means of ``x`` ``(B, 3, R, R)`` in ``[0, 1]``."""
     means = [model.moments(model.preprocess(x[i:i + batch_size]))[0] for i in range(0, len(x), batch_size)]
     return float(1.0 / torch.cat(means).std().clamp(min=1e-8))
-
-
-def _lr_at(step: int, c: KLVAETrainConfig) -> float:
-    if step < c.warmup_steps:
-        return c.lr * (step + 1) / c.warmup_steps
-    t = (step - c.warmup_steps) / max(1, c.steps - c.warmup_steps)
-    return c.lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def train_kl_vae(config: KLVAETrainConfig | None = None, out: str | os.PathLike | None = None,
