@@ -54,6 +54,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from uvlm.data.config import TASKS, TaskCounts
 from uvlm.data.attributes import split_code
 from uvlm.data.texts import IMAGE_TOKEN, Turn
 from uvlm.errors import UserError, check_types, require
@@ -73,7 +74,6 @@ POOLS: dict[str, tuple[int, ...]] = {"train": (0, 1), "test": (2,)}
 #: The aligned faces' size (width, height).
 ALIGNED_SIZE = (178, 218)
 
-TASKS: tuple[str, ...] = ("vqa", "caption", "generation")
 MIN_RESOLUTION = 16
 MAX_RESOLUTION = 1024
 MAX_COUNT = 10**9
@@ -425,7 +425,7 @@ class CelebABias:
 
 
 @dataclass(frozen=True)
-class CelebAConfig:
+class CelebAConfig(TaskCounts):
     """One CelebA split. Sample i of a task depends only on these fields, i and the files under ``root``."""
 
     root: str
@@ -498,26 +498,6 @@ class CelebAConfig:
         base = dict(root=str(root), name="test", pool="test", n_vqa=1000, n_caption=0, n_generation=500,
                     max_extra_turns=0, share_images=False, bias=None)
         return cls(**{**base, **kw})
-
-    def count(self, task: str) -> int:
-        require(task in TASKS, f"unknown task {task!r}: use one of {', '.join(TASKS)}")
-        return {"vqa": self.n_vqa, "caption": self.n_caption, "generation": self.n_generation}[task]
-
-    def image_index(self, task: str, i: int) -> int:
-        if self.share_images:
-            return i
-        offset = 0
-        for t in TASKS:
-            if t == task:
-                return offset + i
-            offset += self.count(t)
-        raise KeyError(task)
-
-    @property
-    def n_images(self) -> int:
-        if self.share_images:
-            return max(self.n_vqa, self.n_caption, self.n_generation)
-        return self.n_vqa + self.n_caption + self.n_generation
 
     def question_probs(self) -> dict[str, float]:
         """Probability that a VQA question asks about each attribute (equal, unless biased)."""

@@ -65,8 +65,39 @@ class Bias:
         return asdict(self)
 
 
+class TaskCounts:
+    """What a split derives from its per-task counts (``n_vqa``, ``n_caption``, ``n_generation``) and
+    ``share_images``: any dataset's split config mixes this in."""
+
+    n_vqa: int
+    n_caption: int
+    n_generation: int
+    share_images: bool
+
+    def count(self, task: str) -> int:
+        require(task in TASKS, f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+        return {"vqa": self.n_vqa, "caption": self.n_caption, "generation": self.n_generation}[task]
+
+    def image_index(self, task: str, i: int) -> int:
+        """The image that sample ``i`` of ``task`` shows."""
+        if self.share_images:
+            return i
+        offset = 0
+        for t in TASKS:
+            if t == task:
+                return offset + i
+            offset += self.count(t)
+        raise KeyError(task)
+
+    @property
+    def n_images(self) -> int:
+        if self.share_images:
+            return max(self.n_vqa, self.n_caption, self.n_generation)
+        return self.n_vqa + self.n_caption + self.n_generation
+
+
 @dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(TaskCounts):
     """One SmartWatch split. Sample i of a task depends only on (seed, name, i) and these fields."""
 
     name: str = "train"
@@ -125,28 +156,6 @@ class SplitConfig:
         base = dict(name="test", n_vqa=1000, n_caption=0, n_generation=500, max_extra_turns=0, share_images=False,
                     bias=None)
         return cls(**{**base, **kw})
-
-    # ----- derived -------------------------------------------------------------------------------------------------
-    def count(self, task: str) -> int:
-        require(task in TASKS, f"unknown task {task!r}: use one of {', '.join(TASKS)}")
-        return {"vqa": self.n_vqa, "caption": self.n_caption, "generation": self.n_generation}[task]
-
-    def image_index(self, task: str, i: int) -> int:
-        """The image that sample ``i`` of ``task`` shows."""
-        if self.share_images:
-            return i
-        offset = 0
-        for t in TASKS:
-            if t == task:
-                return offset + i
-            offset += self.count(t)
-        raise KeyError(task)
-
-    @property
-    def n_images(self) -> int:
-        if self.share_images:
-            return max(self.n_vqa, self.n_caption, self.n_generation)
-        return self.n_vqa + self.n_caption + self.n_generation
 
     def question_probs(self) -> dict[str, float]:
         """Probability that a VQA question asks about each attribute."""
