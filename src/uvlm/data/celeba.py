@@ -56,7 +56,8 @@ from PIL import Image, UnidentifiedImageError
 
 from uvlm.data.config import TASKS, TaskCounts
 from uvlm.data.attributes import split_code
-from uvlm.data.texts import IMAGE_TOKEN, Turn
+from uvlm.data.texts import Turn
+from uvlm.data.texts import conversations as texts_conversations
 from uvlm.errors import UserError, check_types, require
 from uvlm.io import found
 
@@ -577,14 +578,8 @@ class CelebASample:
                 "mentioned": list(self.mentioned)}
 
     def conversations(self) -> list[dict[str, str]]:
-        """LLaVA-style turns, as for SmartWatch."""
-        if self.task == "generation":
-            return [{"from": "human", "value": self.instruction}, {"from": "gpt", "value": IMAGE_TOKEN}]
-        conv = []
-        for k, t in enumerate(self.turns):
-            q = f"{IMAGE_TOKEN}\n{t.question}" if k == 0 else t.question
-            conv += [{"from": "human", "value": q}, {"from": "gpt", "value": t.answer}]
-        return conv
+        """LLaVA-style turns, as for SmartWatch (:func:`uvlm.data.texts.conversations`)."""
+        return texts_conversations(self.task, self.turns)
 
 
 def _combo_codes(labels: np.ndarray) -> np.ndarray:

@@ -54,15 +54,8 @@ class Sample:
         return f"{self.id}.{turn}"
 
     def conversations(self) -> list[dict[str, str]]:
-        """LLaVA-style turns. Understanding: ``<image>`` opens the first human turn. Generation: the human gives the
-        instruction and the gpt turn is ``<image>`` (the image is the answer)."""
-        if self.task == "generation":
-            return [{"from": "human", "value": self.instruction}, {"from": "gpt", "value": texts.IMAGE_TOKEN}]
-        conv = []
-        for k, t in enumerate(self.turns):
-            q = f"{texts.IMAGE_TOKEN}\n{t.question}" if k == 0 else t.question
-            conv += [{"from": "human", "value": q}, {"from": "gpt", "value": t.answer}]
-        return conv
+        """LLaVA-style turns (:func:`uvlm.data.texts.conversations`)."""
+        return texts.conversations(self.task, self.turns)
 
 
 class SmartWatch:

@@ -8,6 +8,7 @@ attributes, so a sample's text depends only on its own random stream.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -187,6 +188,19 @@ class Turn:
     question: str
     answer: str
     attribute: str
+
+
+def conversations(task: str, turns: Sequence[Turn]) -> list[dict[str, str]]:
+    """LLaVA-style turns of a sample of any dataset. Understanding: ``<image>`` opens the first human turn.
+    Generation: the human gives the instruction (the first turn's question) and the gpt turn is ``<image>`` (the
+    image is the answer)."""
+    if task == "generation":
+        return [{"from": "human", "value": turns[0].question}, {"from": "gpt", "value": IMAGE_TOKEN}]
+    conv = []
+    for k, t in enumerate(turns):
+        q = f"{IMAGE_TOKEN}\n{t.question}" if k == 0 else t.question
+        conv += [{"from": "human", "value": q}, {"from": "gpt", "value": t.answer}]
+    return conv
 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
