@@ -9,7 +9,7 @@ codebook.) The pixel-space judge, the SmartWatch reader on decoded images, compl
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -41,6 +41,33 @@ def _targets(source, cached: torch.Tensor) -> torch.Tensor:
     return to_targets(cached) if callable(to_targets) else cached
 
 
+def _fit_readers(source, n_probe: int, seed: int, n_classes: int, label: Callable[[Any], int],
+                 features: Callable[[torch.Tensor, list], np.ndarray]) -> tuple[Any, float, np.ndarray]:
+    """Fit the two readers on the target encoder's real tokens of ``n_probe`` images (500 more held out):
+    a logistic regression, and the nearest class mean by cosine (no fitted boundary). ``features(tokens,
+    samples)`` summarises a batch's tokens, ``label(sample)`` gives its class. Returns (probe, held-out accuracy,
+    L2-normalised class means)."""
+    from sklearn.linear_model import LogisticRegression
+
+    real = SmartWatch(SplitConfig(name="faithfulness-probe", seed=seed, resolution=source.resolution,
+                                  n_vqa=n_probe + 500, n_caption=0, n_generation=0))
+    x, y = [], []
+    for start in range(0, n_probe + 500, 250):
+        samples = [real.sample("vqa", i) for i in range(start, min(start + 250, n_probe + 500))]
+        x.append(features(_targets(source, source.encode_cached([s.image for s in samples])), samples))
+        y += [label(s) for s in samples]
+    x, y = np.concatenate(x), np.array(y)
+    probe = LogisticRegression(max_iter=2000).fit(x[:n_probe], y[:n_probe])
+    real_acc = float((probe.predict(x[n_probe:]) == y[n_probe:]).mean())
+    centroids = np.stack([x[:n_probe][y[:n_probe] == k].mean(0) for k in range(n_classes)])
+    return probe, real_acc, centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
+
+
+def _nearest(g: np.ndarray, centroids: np.ndarray) -> list[int]:
+    """The nearest class mean of each row of ``g`` by cosine."""
+    return (g / np.linalg.norm(g, axis=1, keepdims=True) @ centroids.T).argmax(1).tolist()
+
+
 @torch.no_grad()
 def icon_faithfulness(model, source, n_probe: int = 2000, n_generate: int = 120, batch_size: int = 24,
                       seed: int = 0) -> dict[str, Any]:
@@ -56,29 +83,20 @@ def icon_faithfulness(model, source, n_probe: int = 2000, n_generate: int = 120,
         ``icon_on_real`` (held-out accuracy on real tokens), ``icon_on_generated``, ``centroid_on_generated`` (the
         nearest real class mean at the icon, by cosine), ``chance``, ``generated``, ``grid`` and ``attribute``.
     """
-    from sklearn.linear_model import LogisticRegression
-
     from uvlm.eval.probe import icon_cells, token_grid
     from uvlm.model.generate import generate_images
 
     values = WEATHERS
     grid = token_grid(int(model.config.num_output_tokens))
     res = source.resolution
-    real = SmartWatch(SplitConfig(name="faithfulness-probe", seed=seed, resolution=res,
-                                  n_vqa=n_probe + 500, n_caption=0, n_generation=0))
-    x, y = [], []
-    for start in range(0, n_probe + 500, 250):
-        samples = [real.sample("vqa", i) for i in range(start, min(start + 250, n_probe + 500))]
-        tokens = _targets(source, source.encode_cached([s.image for s in samples]))
+
+    def at_icon(tokens: torch.Tensor, samples: list) -> np.ndarray:
         require(tokens.shape[1] == grid * grid, f"the generation source gives {tokens.shape[1]} tokens per image, the "
                                                 f"model generates {grid * grid}: the icon probe needs the same grid")
-        x.append(_at_cells(source, tokens, [icon_cells(s.attributes, res, grid) for s in samples]))
-        y += [values.index(s.attributes.weather) for s in samples]
-    x, y = np.concatenate(x), np.array(y)
-    probe = LogisticRegression(max_iter=2000).fit(x[:n_probe], y[:n_probe])
-    real_acc = float((probe.predict(x[n_probe:]) == y[n_probe:]).mean())
-    centroids = np.stack([x[:n_probe][y[:n_probe] == k].mean(0) for k in range(len(values))])
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+        return _at_cells(source, tokens, [icon_cells(s.attributes, res, grid) for s in samples])
+
+    probe, real_acc, centroids = _fit_readers(source, n_probe, seed, len(values),
+                                              lambda s: values.index(s.attributes.weather), at_icon)
 
     test = SmartWatch(SplitConfig.test(resolution=res, n_vqa=0, n_generation=5000, seed=seed))
     picked = [s for s in test.stream("generation", with_image=False)
@@ -87,10 +105,9 @@ def icon_faithfulness(model, source, n_probe: int = 2000, n_generate: int = 120,
     preds, nearest, truth = [], [], []
     for b in range(0, len(picked), batch_size):
         chunk = picked[b:b + batch_size]
-        g = _at_cells(source, generate_images(model, [s.instruction for s in chunk]),
-                      [icon_cells(s.attributes, res, grid) for s in chunk])
+        g = at_icon(generate_images(model, [s.instruction for s in chunk]), chunk)
         preds += probe.predict(g).tolist()
-        nearest += (g / np.linalg.norm(g, axis=1, keepdims=True) @ centroids.T).argmax(1).tolist()
+        nearest += _nearest(g, centroids)
         truth += [values.index(s.attributes.weather) for s in chunk]
     truth_a = np.array(truth)
     return {"attribute": "weather", "where": "icon", "grid": grid, "icon_on_real": real_acc,
@@ -107,26 +124,13 @@ def feature_faithfulness(model, source, attribute: str = "weather", n_probe: int
     Also ``centroid_on_generated`` (the nearest class mean of the real features, by cosine: a reader with no fitted
     boundary) and ``similarity_own`` / ``similarity_other`` (the cosine of a drawing's pooled tokens to its own ground
     truth's, and to the other ground truths of its batch: does it draw *its* watch, whatever the attribute?)."""
-    from sklearn.linear_model import LogisticRegression
-
     from uvlm.model.generate import generate_images
 
     require(attribute in VALUES, f"attribute must be one of {', '.join(VALUES)}, got {attribute!r}")
     values = VALUES[attribute]
-    real = SmartWatch(SplitConfig(name="faithfulness-probe", seed=seed, resolution=source.resolution,
-                                  n_vqa=n_probe + 500, n_caption=0, n_generation=0))
-    x, y = [], []
-    for start in range(0, n_probe + 500, 250):
-        samples = [real.sample("vqa", i) for i in range(start, min(start + 250, n_probe + 500))]
-        x.append(_pooled(source, _targets(source, source.encode_cached([s.image for s in samples]))))
-        y += [values.index(getattr(s.attributes, attribute)) for s in samples]
-    x, y = np.concatenate(x), np.array(y)
-    probe = LogisticRegression(max_iter=2000).fit(x[:n_probe], y[:n_probe])
-    real_acc = float((probe.predict(x[n_probe:]) == y[n_probe:]).mean())
-    # a second reader with no fitted boundary: the nearest class mean of the real features (by cosine)
-    centroids = np.stack([x[:n_probe][y[:n_probe] == k].mean(0) for k in range(len(values))])
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-
+    probe, real_acc, centroids = _fit_readers(source, n_probe, seed, len(values),
+                                              lambda s: values.index(getattr(s.attributes, attribute)),
+                                              lambda tokens, samples: _pooled(source, tokens))
     test = SmartWatch(SplitConfig.test(resolution=source.resolution, n_vqa=0, n_generation=5000, seed=seed))
     picked = [s for s in test.stream("generation", with_image=False) if attribute in s.mentioned][:n_generate]
     preds, nearest, truth, own, other = [], [], [], [], []
@@ -135,7 +139,7 @@ def feature_faithfulness(model, source, attribute: str = "weather", n_probe: int
         tokens = generate_images(model, [s.instruction for s in chunk])
         g = _pooled(source, tokens)
         preds += probe.predict(g).tolist()
-        nearest += (g / np.linalg.norm(g, axis=1, keepdims=True) @ centroids.T).argmax(1).tolist()
+        nearest += _nearest(g, centroids)
         truth += [values.index(getattr(s.attributes, attribute)) for s in chunk]
         if len(chunk) > 1:  # is a drawing closer to its own ground truth than to the other drawings' of its batch?
             t = _pooled(source, _targets(source, source.encode_cached([test.image(s.image_index) for s in chunk])))
