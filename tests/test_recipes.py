@@ -8,6 +8,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from uvlm.cli.main import main
 from uvlm.data.config import SplitConfig
@@ -259,6 +260,12 @@ def test_a_sweep_continues_on_a_fresh_machine_from_committed_results(tmp_path, f
     kept = committed / "runs" / done[0]["dir"]
     assert (kept / "result.json").is_file() and (kept / "config.json").is_file()
     assert not list(kept.rglob("*.safetensors")) and not (kept / "checkpoints").exists()
+    # provenance: the vision artifacts' weight digests and the machine that trained it
+    vision = json.loads((kept / "vision.json").read_text())
+    assert vision == json.loads((tmp_path / "machine-a" / "runs" / done[0]["dir"] / "vision.json").read_text())
+    assert vision["understanding"] is not None
+    machine = json.loads((kept / "result.json").read_text())["machine"]
+    assert machine["threads"] == 1 and machine["torch"] == torch.__version__ and isinstance(machine["isa"], list)
     with gzip.open(kept / "predictions-final.jsonl.gz", "rt") as fh:
         assert len(fh.read().splitlines()) == preset.run["eval"]["questions"]
     assert (committed / recipe.name / "results.md").is_file()

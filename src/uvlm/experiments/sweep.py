@@ -141,6 +141,33 @@ def attempts_seconds(run_dir: Path, now: float) -> float:
     return total
 
 
+#: CPU features that change which float kernels run (and so the low bits of fp32 results) or make bf16 fast.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def machine() -> dict[str, Any]:
+    """What finished a run: CPU model and the instruction sets among :data:`ISA_FLAGS`, torch, threads. Runs of one
+    seed are byte-identical only on machines that agree here (fp32 kernels differ between AVX2 and AVX-512)."""
+    import platform
+
+    import torch
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return {"cpu": model, "isa": [f for f in ISA_FLAGS if f in flags], "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
+
+
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """Train (or resume, or skip) one run, then the evaluations its recipe asks for; returns the run's record."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -165,7 +192,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         curve = _curve(out)
         vqa = (r.last_eval or {}).get("vqa") or (curve[-1]["vqa"] if curve else None)
         result = {"id": job["id"], "steps": r.steps, "train_seconds": attempts_seconds(out, time.time()),
-                  "attempt_seconds": time.time() - t0, "vqa": vqa, "curve": curve}
+                  "attempt_seconds": time.time() - t0, "machine": machine(), "vqa": vqa, "curve": curve}
         write_json_atomic(done, result)
     ev = job["evaluate"]
     if not list_checkpoints(out):  # a run restored from committed results has no weights: evaluate nothing new
@@ -219,8 +246,9 @@ CONDITIONING_SAMPLES = 128
 CONDITIONING_FILE = "conditioning.json"
 
 
-#: What a committed run keeps (no weights): its final scores and curve, its config, its evaluations.
-COMMITTED_PATTERNS = ("result.json", "config.json", CONDITIONING_FILE, "eval-generation-*.json",
+#: What a committed run keeps (no weights): its final scores, curve and machine, its config, the identities (weight
+#: digests) of the vision artifacts it used, its evaluations.
+COMMITTED_PATTERNS = ("result.json", "config.json", "vision.json", CONDITIONING_FILE, "eval-generation-*.json",
                       "feature-probe-*.json", "icon-probe-*.json", "probe-*.json")
 #: The final predictions of a committed run (gzip-compressed JSON lines).
 COMMITTED_PREDICTIONS = "predictions-final.jsonl.gz"
