@@ -130,10 +130,10 @@ def _preview(args: argparse.Namespace) -> int:
                 break
         what = f"{args.source}"
     else:
-        from uvlm.data.smartwatch import SmartWatch
+        from uvlm.data.datasets import open_dataset
 
         config = split_config_from_args(args)
-        samples = list(SmartWatch(config).stream(args.task, 0, args.n))
+        samples = list(open_dataset(config).stream(args.task, 0, args.n))
         what = f"the {config.name} split (seed {config.seed})"
     require(samples, f"{what} has no {args.task} samples: pick another --task")
     sheet = contact_sheet(samples, columns=args.columns)

@@ -13,12 +13,12 @@ count, order or batch size, so a materialized split and an on-the-fly stream giv
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 from PIL import Image
 
-from uvlm.data import texts
-from uvlm.data.attributes import WatchAttributes, rng_for, sample_attributes
+from uvlm.data import scoring, texts
+from uvlm.data.attributes import TEXT_ATTRIBUTES, WatchAttributes, rng_for, sample_attributes
 from uvlm.data.config import TASKS, SplitConfig
 from uvlm.data.render import Renderer
 from uvlm.errors import require
@@ -59,9 +59,14 @@ class Sample:
 
 
 class SmartWatch:
-    """A SmartWatch split: random access (``sample``) and streaming (``stream``)."""
+    """A SmartWatch split: random access (``sample``) and streaming (``stream``); a
+    :class:`~uvlm.data.datasets.Dataset`."""
+
+    name: ClassVar[str] = "smartwatch"
+    config_class: ClassVar[type] = SplitConfig
 
     def __init__(self, config: SplitConfig):
+        require(isinstance(config, SplitConfig), f"a SmartWatch split needs a SplitConfig, got {type(config).__name__}")
         self.config = config
         self.renderer = Renderer(config.resolution)
         self._qprobs = config.question_probs()
@@ -81,12 +86,50 @@ class SmartWatch:
         """The tasks with at least one sample."""
         return tuple(t for t in TASKS if self.count(t) > 0)
 
+    # ----- the dataset protocol ------------------------------------------------------------------------------------
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        """What VQA questions ask about: time, weather, battery, weather_position, battery_position."""
+        return TEXT_ATTRIBUTES
+
+    @property
+    def metric_columns(self) -> tuple[str, ...]:
+        """The paper's rows: time, weather, position (both positions pooled), battery, total."""
+        return scoring.REPORTED
+
+    def image_key(self) -> dict[str, Any]:
+        """An image depends only on the seed, the split name and its index (and the resolution)."""
+        c = self.config
+        return {"seed": c.seed, "split": c.name, "resolution": c.resolution}
+
+    def questions(self, samples: Iterable[Sample]) -> list[scoring.Question]:
+        return scoring.questions_from_samples(samples)
+
+    def score(self, questions: Sequence[scoring.Question], predictions: Mapping[str, str]) -> scoring.ScoreReport:
+        return scoring.score_predictions(questions, predictions)
+
+    def reference_answers(self, questions: Iterable[scoring.Question]) -> dict[str, str]:
+        return scoring.reference_predictions(questions)
+
+    @classmethod
+    def split(cls, kind: str, **kw: Any) -> SplitConfig:
+        require(kind in ("train", "test"), f"unknown split preset {kind!r}: use train or test")
+        return SplitConfig.test(**kw) if kind == "test" else SplitConfig.train(**kw)
+
+    @classmethod
+    def config_from_dict(cls, d: dict[str, Any]) -> SplitConfig:
+        return SplitConfig.from_dict(d)
+
+    # ----- images ----------------------------------------------------------------------------------------------------
     def attributes(self, image_index: int) -> WatchAttributes:
+        """The ground truth of image ``image_index``."""
         c = self.config
         return sample_attributes(rng_for(c.seed, c.name, "attributes", image_index))
 
-    def image(self, image_index: int) -> Image.Image:
-        return self.renderer.render(self.attributes(image_index))
+    def image(self, image_index: int, resolution: int | None = None) -> Image.Image:
+        if resolution is None or resolution == self.config.resolution:
+            return self.renderer.render(self.attributes(image_index))
+        return Renderer(resolution).render(self.attributes(image_index))
 
     def sample(self, task: str, i: int, with_image: bool = True) -> Sample:
         c = self.config

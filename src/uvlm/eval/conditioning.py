@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from uvlm.data.config import SplitConfig
-from uvlm.data.smartwatch import SmartWatch
+from uvlm.data.datasets import open_dataset
 from uvlm.errors import require
 
 
@@ -74,7 +74,7 @@ def text_conditioning(loaded_run, n: int = 128, seed: int = 0, batch_size: int =
     split: SplitConfig = config.data.test.with_(resolution=int(source.resolution))
     require(split.n_generation >= n, f"the test split has {split.n_generation} generation samples, fewer than n={n}: "
                                      f"lower n")
-    samples = list(SmartWatch(split).stream("generation", stop=n, with_image=True))
+    samples = list(open_dataset(split).stream("generation", stop=n, with_image=True))
     targets = sources.generation_targets(source.encode_cached([s.image for s in samples]), config.model.target)
     # a derangement-free shuffle is not needed: a sample keeping its own instruction only shrinks the gap
     order = np.random.default_rng(seed).permutation(n)

@@ -32,8 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from uvlm.data.config import SplitConfig
-from uvlm.data.smartwatch import SmartWatch
+from uvlm.data.datasets import open_dataset
 from uvlm.errors import UserError, require
 from uvlm.eval.faithfulness import faithfulness
 from uvlm.eval.fid import compute_fid, inception_extractor, reader_extractor
@@ -146,16 +145,16 @@ def evaluate_generation(loaded_run, n: int = 500, batch_size: int = 50,
     sampling = sampling or SamplingConfig(seed=seed)
     judge = _reader(reader)
     extractor = _extractor(fid_extractor, judge)
-    samples = [s for s in SmartWatch(test).stream("generation", 0, n, with_image=False)]
+    samples = [s for s in open_dataset(test).stream("generation", 0, n, with_image=False)]
     fake = generate_pixels(loaded_run, [s.instruction for s in samples], batch_size, sampling)
     resolution = int(fake.shape[-1])
-    truth = SmartWatch(test.with_(resolution=resolution))
+    truth = open_dataset(test.with_(resolution=resolution))
     real = to_float_batch([truth.image(s.image_index) for s in samples], resolution)
     fid = compute_fid(real, fake, extractor, batch_size=batch_size)
     fid_floor = None
     if floor:
-        other = SmartWatch(SplitConfig(name=f"{test.name}-fid-floor", seed=test.seed, resolution=resolution, n_vqa=0,
-                                       n_caption=0, n_generation=0))
+        other = open_dataset(test.with_(name=f"{test.name}-fid-floor", resolution=resolution, n_vqa=0, n_caption=0,
+                                        n_generation=0))
         fid_floor = compute_fid(real, to_float_batch([other.image(i) for i in range(n)], resolution), extractor,
                                 batch_size=batch_size)
     result = {

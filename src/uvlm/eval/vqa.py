@@ -1,8 +1,9 @@
 """The VQA score of a model on the test split (the paper's understanding metric).
 
 Answers are greedy by default (:func:`uvlm.model.generate.answer`) from the understanding features of the test images
-(read through the same feature cache as training), then scored with :mod:`uvlm.data.scoring`. Each question of a
-multi-turn sample is asked on its own, with only the image as context (the test split has one question per sample).
+(read through the same feature cache as training), then scored by the test split's dataset
+(:meth:`uvlm.data.datasets.Dataset.score`; SmartWatch: :mod:`uvlm.data.scoring`). Each question of a multi-turn
+sample is asked on its own, with only the image as context (the test split has one question per sample).
 """
 
 from __future__ import annotations
@@ -12,24 +13,25 @@ from pathlib import Path
 
 import torch
 
-from uvlm.data.config import SplitConfig
-from uvlm.data.scoring import Question, ScoreReport, questions_from_samples, score_predictions, write_predictions
-from uvlm.data.smartwatch import SmartWatch
+from typing import Any
+
+from uvlm.data.datasets import ScoreLike, open_dataset
+from uvlm.data.scoring import write_predictions
 from uvlm.errors import require
 from uvlm.model.config import SamplingConfig
 
 
-def vqa_questions(test_config: SplitConfig, n_questions: int) -> tuple[list[Question], list[tuple[int, str]]]:
+def vqa_questions(test_config: Any, n_questions: int) -> tuple[list, list[tuple[int, str]]]:
     """The first ``n_questions`` VQA questions of the split (all if fewer) and, per question, its image index and
     question text."""
     require(n_questions > 0, f"n_questions must be positive, got {n_questions}")
     require(test_config.n_vqa > 0, f"the test split {test_config.name!r} has no VQA samples: set n_vqa")
-    sw = SmartWatch(test_config)
-    questions: list[Question] = []
+    ds = open_dataset(test_config)
+    questions: list = []
     asks: list[tuple[int, str]] = []
     for i in range(test_config.n_vqa):
-        s = sw.sample("vqa", i, with_image=False)
-        for q, turn in zip(questions_from_samples([s]), s.turns):
+        s = ds.sample("vqa", i, with_image=False)
+        for q, turn in zip(ds.questions([s]), s.turns):
             questions.append(q)
             asks.append((s.image_index, turn.question))
             if len(questions) == n_questions:
@@ -38,9 +40,9 @@ def vqa_questions(test_config: SplitConfig, n_questions: int) -> tuple[list[Ques
 
 
 @torch.no_grad()
-def vqa_predictions(model, source, test_config: SplitConfig, n_questions: int, *, batch_size: int = 64,
+def vqa_predictions(model, source, test_config: Any, n_questions: int, *, batch_size: int = 64,
                     max_new_tokens: int = 16, sampling: SamplingConfig | None = None,
-                    feature_chunk: int = 2048) -> tuple[list[Question], dict[str, str]]:
+                    feature_chunk: int = 2048) -> tuple[list, dict[str, str]]:
     """Answer the first ``n_questions`` test questions: ``(questions, {question id: answer})``."""
     from uvlm.model.generate import answer
     from uvlm.train.data import feature_cache
@@ -62,10 +64,11 @@ def vqa_predictions(model, source, test_config: SplitConfig, n_questions: int, *
     return questions, predictions
 
 
-def evaluate_vqa(model, source, test_config: SplitConfig, n_questions: int, *, batch_size: int = 64,
+def evaluate_vqa(model, source, test_config: Any, n_questions: int, *, batch_size: int = 64,
                  max_new_tokens: int = 16, sampling: SamplingConfig | None = None, feature_chunk: int = 2048,
-                 predictions_path: str | os.PathLike | None = None) -> ScoreReport:
-    """The VQA :class:`~uvlm.data.scoring.ScoreReport` of ``model`` on the first ``n_questions`` test questions.
+                 predictions_path: str | os.PathLike | None = None) -> ScoreLike:
+    """The VQA score report of ``model`` on the first ``n_questions`` test questions, as the test split's dataset
+    scores them (SmartWatch: :class:`~uvlm.data.scoring.ScoreReport`).
 
     Args:
         model: a :class:`~uvlm.model.unified.UnifiedVLM` (unwrapped).
@@ -79,7 +82,7 @@ def evaluate_vqa(model, source, test_config: SplitConfig, n_questions: int, *, b
     if predictions_path is not None:
         Path(predictions_path).parent.mkdir(parents=True, exist_ok=True)
         write_predictions(predictions_path, predictions)
-    return score_predictions(questions, predictions)
+    return open_dataset(test_config).score(questions, predictions)
 
 
 __all__ = ["evaluate_vqa", "vqa_predictions", "vqa_questions"]

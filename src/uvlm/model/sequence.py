@@ -1,4 +1,4 @@
-"""From SmartWatch samples (+ cached vision tensors) to token sequences, labels and mixed batches.
+"""From a dataset's samples (+ cached vision tensors) to token sequences, labels and mixed batches.
 
 Template (plain text; ``{user}`` / ``{assistant}`` come from :class:`TemplateConfig`, default ``USER:`` and
 ``ASSISTANT:``). Pieces are tokenized separately and joined, so training and inference use the exact same ids:
@@ -26,11 +26,10 @@ The vision tokens ``<image>``, ``<boi>`` and ``<eoi>`` are added to the tokenize
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import torch
 
-from uvlm.data.smartwatch import Sample
 from uvlm.data.texts import IMAGE_TOKEN, Turn
 from uvlm.errors import UserError, require
 from uvlm.model.config import TemplateConfig
@@ -57,6 +56,18 @@ def add_vision_tokens(tokenizer) -> int:
     if missing:
         tokenizer.add_special_tokens({"additional_special_tokens": existing + missing})
     return len(tokenizer) - before
+
+
+class TextSample(Protocol):
+    """What a sequence is built from: any dataset's sample (``task``, ``id``, ``turns``; a generation sample's
+    instruction is its first turn's question). The model knows no dataset beyond this."""
+
+    task: str
+    id: str
+    turns: list[Turn]
+
+    @property
+    def instruction(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -199,7 +210,7 @@ class SequenceBuilder:
         gen[len(prompt):] = True
         return self._example(ids, labels, torch.zeros_like(gen), gen, targets=targets)
 
-    def example(self, sample: Sample, features: torch.Tensor | None = None,
+    def example(self, sample: TextSample, features: torch.Tensor | None = None,
                 targets: torch.Tensor | None = None) -> Example:
         """Dispatch on ``sample.task``: VQA and caption samples need ``features``, generation samples ``targets``."""
         if sample.task == "generation":

@@ -123,11 +123,11 @@ def real_token_norm(source, split, n_images: int = 64) -> float:
     """Mean token norm of a continuous source's real targets, over the first images of ``split``."""
     from dataclasses import replace as _replace
 
-    from uvlm.data import SmartWatch
+    from uvlm.data.datasets import open_dataset
 
-    sw = SmartWatch(_replace(split, resolution=source.resolution))
+    ds = open_dataset(_replace(split, resolution=source.resolution))
     with torch.no_grad():
-        tokens = source.to_targets(source.encode_cached([sw.image(i) for i in range(n_images)]))
+        tokens = source.to_targets(source.encode_cached([ds.image(i) for i in range(n_images)]))
     return float(tokens.float().norm(dim=-1).mean())
 
 

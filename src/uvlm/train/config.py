@@ -1,6 +1,6 @@
 """Typed configuration of a training run, its JSON form, and the paper's named variants.
 
-A :class:`RunConfig` says everything a run needs: the data (train and test SmartWatch splits), the vision sources
+A :class:`RunConfig` says everything a run needs: the data (a registered dataset and its train and test splits), the vision sources
 (understanding encoder kind, generation target kind), the model (:class:`~uvlm.model.config.UnifiedConfig`), the
 training mode, the optimiser, LoRA, evaluation, logging, checkpoints and runtime settings. It round-trips through
 JSON (``to_dict`` / ``from_dict``; unknown keys are errors), and :func:`variant_config` builds the paper's models by
@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from uvlm.data.config import SplitConfig
+from uvlm.data.datasets import DATASETS, DEFAULT_DATASET, dataset_class, dataset_of_config
 from uvlm.errors import UserError, check_keys, check_types, require
 from uvlm.model.config import ENCODER_NAMES, ENCODERS, LLMConfig, UnifiedConfig
 
@@ -69,31 +70,54 @@ def _number(name: str, v: Any, lo: float, hi: float, lo_open: bool = False, hi_o
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The SmartWatch splits. Each vision source renders the images at its own resolution (an image depends only on
-    the split's seed, name and index, so every resolution shows the same watch); ``resolution`` in these splits is
-    replaced by the source's at run time and the resolved ``config.json`` records it."""
+    """The dataset and its train and test splits (SmartWatch by default). Each vision source reads the images at its
+    own resolution (an image does not depend on the resolution otherwise, so every resolution shows the same watch or
+    face); ``resolution`` in these splits is replaced by the source's at run time and the resolved ``config.json``
+    records it."""
 
-    train: SplitConfig = field(default_factory=lambda: SplitConfig.train())
+    dataset: str = DEFAULT_DATASET
+    """The registered dataset (:data:`uvlm.data.datasets.DATASETS`): ``smartwatch``. The splits are its split
+    configs. Left out of the JSON form when it is the default (run ids unchanged)."""
+    train: Any = field(default_factory=lambda: SplitConfig.train())
     """The training split (60K VQA + 60K caption + 60K generation by default; may carry a ``bias``)."""
-    test: SplitConfig = field(default_factory=lambda: SplitConfig.test())
+    test: Any = field(default_factory=lambda: SplitConfig.test())
     """The test split (1,000 single-question VQA + 500 generation samples, on their own images)."""
     feature_chunk: int = 2048
     """Images per file of the on-disk feature cache (part of the cache key; small values suit tiny test runs)."""
 
     def __post_init__(self) -> None:
+        require(isinstance(self.dataset, str) and self.dataset in DATASETS,
+                f"unknown data.dataset {self.dataset!r}: use one of {', '.join(DATASETS)}")
+        for k in ("train", "test"):
+            split = getattr(self, k)
+            require(dataset_of_config(split) == self.dataset,
+                    f"data.{k} is a {dataset_of_config(split)} split but data.dataset is {self.dataset!r}: give "
+                    f"{self.dataset} splits or change data.dataset")
         _positive_int("data.feature_chunk", self.feature_chunk, maximum=10**7)
 
+    @property
+    def dataset_class(self) -> type:
+        return dataset_class(self.dataset)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"train": self.train.to_dict(), "test": self.test.to_dict(), "feature_chunk": self.feature_chunk}
+        d = {"train": self.train.to_dict(), "test": self.test.to_dict(), "feature_chunk": self.feature_chunk}
+        return d if self.dataset == DEFAULT_DATASET else {"dataset": self.dataset, **d}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DataConfig":
         check_types(cls, d, "data")
         d = dict(d)
+        name = d.get("dataset", DEFAULT_DATASET)
+        require(name in DATASETS, f"unknown data.dataset {name!r}: use one of {', '.join(DATASETS)}")
+        ds = dataset_class(name)
+        if ds.name != DEFAULT_DATASET:
+            missing = [k for k in ("train", "test") if k not in d]
+            require(not missing, f"data.dataset {ds.name!r} needs data.{' and data.'.join(missing)}: give both "
+                                 f"splits (they name the dataset's files)")
         for k in ("train", "test"):
             if k in d:
-                check_keys(SplitConfig, d[k], f"data.{k}")
-                d[k] = SplitConfig.from_dict(d[k])
+                check_keys(ds.config_class, d[k], f"data.{k}")
+                d[k] = ds.config_from_dict(d[k])
         return cls(**d)
 
 

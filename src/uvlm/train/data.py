@@ -9,7 +9,8 @@
   understanding samples in the same order. Global batches are consecutive slices; the data position is the integer
   number of samples consumed, so a resumed run continues exactly.
 - Vision tensors come from the frozen-encoder feature cache (:class:`~uvlm.train.features.FeatureCache`), keyed by the
-  source's identity and the split; texts come from ``SmartWatch(split).sample(task, i, with_image=False)``.
+  source's identity and the images' key; texts come from the dataset (:func:`uvlm.data.datasets.open_dataset`) of the
+  split: ``dataset.sample(task, i, with_image=False)``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from uvlm.data.config import SplitConfig
-from uvlm.data.smartwatch import SmartWatch
+from uvlm.data.datasets import open_dataset
 from uvlm.errors import UserError, require
 from uvlm.train.config import RunConfig
 from uvlm.train.features import FeatureCache
@@ -93,14 +93,14 @@ def _pooled(source, k: int):
     return PooledSource(source, k)
 
 
-def feature_cache(source, split: SplitConfig, chunk: int) -> FeatureCache:
-    """The cache of ``source``'s outputs for ``split``'s images, rendered at the source's resolution."""
+def feature_cache(source, split: Any, chunk: int) -> FeatureCache:
+    """The cache of ``source``'s outputs for the images of the split config ``split``, at the source's resolution."""
     identity = source.cache_identity() if hasattr(source, "cache_identity") else source.identity()
-    return FeatureCache(source.encode_cached, identity, split.with_(resolution=int(source.resolution)),
+    return FeatureCache(source.encode_cached, identity, open_dataset(split.with_(resolution=int(source.resolution))),
                         dtype=source.cache_dtype, chunk=chunk)
 
 
-def training_items(split: SplitConfig, mode: str) -> list[Item]:
+def training_items(split: Any, mode: str) -> list[Item]:
     """The unpermuted sample list of a mode: VQA then caption (understanding), then generation."""
     tasks = {"mixed": ("vqa", "caption", "generation"), "understanding": UNDERSTANDING_TASKS,
              "generation": ("generation",)}[mode]
@@ -136,7 +136,7 @@ class SampleOrder:
         self._perms: dict[tuple[int, int], np.ndarray] = {}
 
     @classmethod
-    def for_mode(cls, split: SplitConfig, mode: str, seed: int) -> "SampleOrder":
+    def for_mode(cls, split: Any, mode: str, seed: int) -> "SampleOrder":
         und = training_items(split, "understanding") if mode != "generation" else []
         gen = training_items(split, "generation") if mode != "understanding" else []
         return cls(und, gen, seed)
@@ -232,7 +232,7 @@ class TrainData:
         self.mode = config.mode
         self.sources = sources
         self.sequences = sequences
-        self.smartwatch = SmartWatch(self.split)
+        self.dataset = open_dataset(self.split)
         chunk = config.data.feature_chunk
         target = config.model.target_class()
         self.und_cache = (feature_cache(sources.understanding, self.split, chunk)
@@ -251,7 +251,7 @@ class TrainData:
 
     def examples(self, items: Sequence[Item]) -> tuple[list, Counts]:
         """Items -> model examples (in order) and their :class:`Counts`."""
-        samples = [self.smartwatch.sample(t, i, with_image=False) for t, i in items]
+        samples = [self.dataset.sample(t, i, with_image=False) for t, i in items]
         und = [k for k, s in enumerate(samples) if s.task != "generation"]
         gen = [k for k, s in enumerate(samples) if s.task == "generation"]
         feats: dict[int, torch.Tensor] = {}

@@ -1,9 +1,10 @@
 """Frozen-encoder outputs, computed once per image and cached on disk.
 
-The vision encoders are frozen during training, so their outputs for a dataset never change. A SmartWatch image
-depends only on ``(seed, split name, image index, resolution)``, not on the split's counts or bias, so the cache is
-keyed by the encoder's identity and those four things, and a biased and an unbiased training split with the same
-seed share one cache (they show the same images).
+The vision encoders are frozen during training, so their outputs for a dataset never change. An image depends only
+on what its dataset's :meth:`~uvlm.data.datasets.Dataset.image_key` names and its index (for SmartWatch: seed, split
+name, resolution), not on the split's counts or bias, so the cache is keyed by the encoder's identity and the image
+key, and a biased and an unbiased training split with the same seed share one cache (they show the same images).
+Images come from :meth:`~uvlm.data.datasets.Dataset.image`.
 
 Outputs are stored in chunks of ``chunk`` images (default :data:`CHUNK`) (``chunk-00000.npy``, memory-mapped when read), computed on
 demand, written atomically and guarded by a file lock, so parallel runs that need the same chunk compute it once.
@@ -20,9 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from uvlm.data.attributes import rng_for, sample_attributes
-from uvlm.data.config import SplitConfig
-from uvlm.data.render import Renderer
+from uvlm.data.datasets import Dataset
 from uvlm.io import atomic_path
 from uvlm.vision.artifacts import cache_dir, config_hash
 
@@ -32,34 +31,29 @@ EncodeFn = Callable[[list], torch.Tensor]
 
 
 class FeatureCache:
-    """Per-image encoder outputs for one (encoder, seed, split name, resolution).
+    """Per-image encoder outputs for one encoder and the images of one dataset split (at its resolution).
 
     ``encode`` maps a list of PIL images to a tensor ``(B, ...)``; it is called on batches of ``batch_size``.
     ``identity`` is a JSON-able description of the encoder (its artifact config hash, layer, ...): change it and
     the cache is recomputed. ``dtype``: storage dtype (float16 halves the disk of float features; ids use int32).
     """
 
-    def __init__(self, encode: EncodeFn, identity: dict[str, Any], split: SplitConfig, dtype: str = "float16",
+    def __init__(self, encode: EncodeFn, identity: dict[str, Any], dataset: Dataset, dtype: str = "float16",
                  batch_size: int = 256, root: str | os.PathLike | None = None, chunk: int = CHUNK):
         self.encode = encode
-        self.split = split
+        self.dataset = dataset
         self.dtype = np.dtype(dtype)
         self.batch_size = batch_size
         self.chunk = int(chunk)
-        self.key = {"encoder": identity, "seed": split.seed, "split": split.name, "resolution": split.resolution,
-                    "dtype": self.dtype.name, "chunk": self.chunk}
+        self.key = {"encoder": identity, **dataset.image_key(), "dtype": self.dtype.name, "chunk": self.chunk}
         self.dir = Path(root or cache_dir() / "features") / config_hash(self.key)
         self._chunks: dict[int, np.ndarray] = {}
-        self._renderer: Renderer | None = None
 
     def _chunk_path(self, c: int) -> Path:
         return self.dir / f"chunk-{c:05d}.npy"
 
     def _images(self, start: int, stop: int) -> list:
-        if self._renderer is None:
-            self._renderer = Renderer(self.split.resolution)
-        s = self.split
-        return [self._renderer.render(sample_attributes(rng_for(s.seed, s.name, "attributes", i))) for i in range(start, stop)]
+        return [self.dataset.image(i) for i in range(start, stop)]
 
     def _compute_chunk(self, c: int) -> None:
         outs = []
