@@ -133,4 +133,6 @@ if __name__ == "__main__":  # python tests/_fakes.py CONFIG.json OUT
 
     uvlm.train.data.get_vision_source = fake_vision_source
     cfg = RunConfig.from_dict(json.loads(open(sys.argv[1]).read()))
-    train(cfg, sys.argv[2], quiet=True)
+    from uvlm.eval.vqa import vqa_evaluator
+
+    train(cfg, sys.argv[2], quiet=True, evaluator=vqa_evaluator)

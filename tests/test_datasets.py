@@ -96,3 +96,37 @@ def test_the_default_dataset_stays_out_of_the_run_config():
     explicit["data"]["dataset"] = "smartwatch"
     assert RunConfig.from_dict(explicit).to_dict() == d
     assert set(DATASETS) >= {"smartwatch"}
+
+
+def test_the_training_loop_evaluates_through_the_callable_it_is_given(tmp_path, fake_vision, capsys):
+    """The loop imports no evaluation: it calls the evaluator's ``evaluate`` and logs whatever columns it names."""
+    from _fakes import tiny_config
+
+    from uvlm.train.loop import train
+
+    calls = []
+
+    def evaluator(config, sources, out):
+        assert out == tmp_path / "run" and sources.understanding is not None
+        assert config.model.input_dim is not None  # resolved from the sources before the factory is called
+
+        def evaluate(model, step, final):
+            calls.append((step, final))
+            return {"unit": "percent", "scores": {"Male": 50.0 + step, "total": 40.0 + step},
+                    "counts": {"Male": 2, "total": 4}, "unparsed": {"Male": 0, "total": 1},
+                    "columns": ("Male", "total"), "predictions": f"predictions/step-{step:06d}.jsonl"}
+        return evaluate
+
+    cfg = tiny_config("SigLIP_u", steps=4, questions=4)
+    cfg = cfg.with_(eval=cfg.eval.__class__(every=2, questions=4))
+    result = train(cfg, tmp_path / "run", evaluator=evaluator)
+    assert calls == [(2, False), (4, True)]
+    lines = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    evals = [x for x in lines if x["kind"] == "eval"]
+    assert [(e["vqa"], e["vqa_total"], e["questions"], e["unparsed"]) for e in evals] == [
+        ({"Male": 52.0, "total": 42.0}, 42.0, 4, 1), ({"Male": 54.0, "total": 44.0}, 44.0, 4, 1)]
+    assert result.state["best"] == {"vqa_total": 44.0, "step": 4}
+    assert "VQA Male 54.0 total 44.0" in capsys.readouterr().err
+    # without an evaluator the same run evaluates nothing
+    train(cfg, tmp_path / "quiet", quiet=True)
+    assert not any(json.loads(x)["kind"] == "eval" for x in (tmp_path / "quiet/metrics.jsonl").read_text().splitlines())

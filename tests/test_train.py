@@ -12,7 +12,7 @@ from _fakes import tiny_config
 from uvlm.data.config import SplitConfig
 from uvlm.data.scoring import read_predictions, score_predictions
 from uvlm.errors import UserError
-from uvlm.eval.vqa import vqa_questions
+from uvlm.eval.vqa import vqa_evaluator, vqa_questions
 from uvlm.train.config import (LoRAConfig, OptimConfig, RunConfig, parse_variant, variant_config, variant_names)
 from uvlm.train.data import SampleOrder, training_items
 from uvlm.train.loop import TrainingDiverged, train
@@ -240,7 +240,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_pat
 def test_periodic_evaluation_records_samples_seen_and_rescorable_predictions(tmp_path):
     cfg = tiny_config("SigLIP-SigLIP", steps=4, questions=6)
     cfg = cfg.with_(eval=cfg.eval.__class__(every=2, questions=6, batch_size=4, max_new_tokens=6))
-    train(cfg, tmp_path / "run", quiet=True)
+    train(cfg, tmp_path / "run", quiet=True, evaluator=vqa_evaluator)
     evals = read_metrics(tmp_path / "run/metrics.jsonl", "eval")
     assert [e["step"] for e in evals] == [2, 4]
     assert evals[0]["understanding_samples"] < evals[1]["understanding_samples"]

@@ -184,6 +184,7 @@ def build_config(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from uvlm.eval.vqa import vqa_evaluator
     from uvlm.train.checkpoint import read_run_config
     from uvlm.train.loop import train
 
@@ -218,7 +219,8 @@ def run_train(args: argparse.Namespace) -> int:
         require(not out.is_dir() or not any(out.iterdir()) or (out / "config.json").is_file(),
                 f"run folder {str(out)!r} is not empty and is not a run (no config.json): choose another --out, or "
                 f"empty the folder yourself")
-    result = train(cfg, out, resume=bool(args.resume), quiet=args.quiet, checkpoint=args.checkpoint)
+    result = train(cfg, out, resume=bool(args.resume), quiet=args.quiet, checkpoint=args.checkpoint,
+                   evaluator=vqa_evaluator)
     if not args.quiet:
         print(f"done: {result.steps} steps in {result.out_dir}", file=sys.stderr)
     return 0

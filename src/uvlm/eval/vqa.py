@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from typing import Any
+from typing import Any, Callable
 
 from uvlm.data.datasets import ScoreLike, open_dataset
 from uvlm.data.scoring import write_predictions
@@ -85,4 +85,24 @@ def evaluate_vqa(model, source, test_config: Any, n_questions: int, *, batch_siz
     return open_dataset(test_config).score(questions, predictions)
 
 
-__all__ = ["evaluate_vqa", "vqa_predictions", "vqa_questions"]
+def vqa_evaluator(config, sources, out: str | os.PathLike) -> Callable[[Any, int, bool], dict[str, Any]]:
+    """The periodic evaluation of a training run (``train(..., evaluator=vqa_evaluator)``): ``evaluate(model, step,
+    final)`` answers the first ``config.eval.questions`` test questions (``final_questions`` at the last step, if
+    set), writes them to ``out/predictions/step-NNNNNN.jsonl`` and returns the score's ``to_dict()`` with the
+    dataset's ``columns`` and the ``predictions`` path (relative to ``out``)."""
+    out = Path(out)
+    e, test = config.eval, config.data.test
+    columns = open_dataset(test).metric_columns
+
+    def evaluate(model, step: int, final: bool = False) -> dict[str, Any]:
+        path = out / "predictions" / f"step-{step:06d}.jsonl"
+        n = e.final_questions if final and e.final_questions else e.questions
+        report = evaluate_vqa(model, sources.understanding, test, n, batch_size=e.batch_size,
+                              max_new_tokens=e.max_new_tokens, feature_chunk=config.data.feature_chunk,
+                              predictions_path=path)
+        return {**report.to_dict(), "columns": columns, "predictions": str(path.relative_to(out))}
+
+    return evaluate
+
+
+__all__ = ["evaluate_vqa", "vqa_evaluator", "vqa_predictions", "vqa_questions"]

@@ -176,6 +176,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     from uvlm.train.checkpoint import list_checkpoints
     from uvlm.train.config import RunConfig
+    from uvlm.eval.vqa import vqa_evaluator
     from uvlm.train.loop import train
 
     out = Path(job["dir"])
@@ -188,7 +189,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         with open(out / ATTEMPTS_FILE, "a") as fh:  # when each attempt started: a killed one's time still counts
             fh.write(json.dumps({"start": t0}) + "\n")
-        r = train(config, out, resume=bool(list_checkpoints(out)), quiet=True)
+        r = train(config, out, resume=bool(list_checkpoints(out)), quiet=True, evaluator=vqa_evaluator)
         curve = _curve(out)
         vqa = (r.last_eval or {}).get("vqa") or (curve[-1]["vqa"] if curve else None)
         result = {"id": job["id"], "steps": r.steps, "train_seconds": attempts_seconds(out, time.time()),

@@ -14,6 +14,11 @@ decoder-block gradient norms. Each micro-batch backpropagates
 its share of that sum, so the gradient does not depend on how the batch is split: 2 processes, or 1 process with 2
 accumulation steps, follow the same trajectory as 1 process with the whole batch (up to float rounding).
 
+Evaluation is given, not imported: ``train(..., evaluator=factory)`` calls ``factory(config, sources, out)`` once
+the vision sources are built and then the returned ``evaluate(model, step, final)`` at each due evaluation
+(:func:`uvlm.eval.vqa.vqa_evaluator` is the VQA score of the test split; the command line and the sweep runner pass
+it). Without an evaluator the run trains and checkpoints but evaluates nothing.
+
 Entry point: :func:`train`.
 """
 
@@ -62,6 +67,14 @@ class TrainResult:
 StepCallback = Callable[[int, dict[str, Any]], None]
 """``callback(step, record)`` after every optimiser step (after any log, evaluation and checkpoint of that step)."""
 
+Evaluate = Callable[[Any, int, bool], dict[str, Any]]
+"""``evaluate(model, step, final)`` -> a score report's ``to_dict()`` (``scores``, ``counts``, ``unparsed``, keyed
+by metric columns with ``total`` among them), plus ``columns`` (the ones worth a console line) and ``predictions``
+(the answers file, relative to the run folder)."""
+
+EvaluatorFactory = Callable[[RunConfig, Any, Path], Evaluate]
+"""``factory(config, sources, out)`` -> the run's :data:`Evaluate` (``config`` resolved, ``sources`` built)."""
+
 
 def make_accelerator(config: RunConfig):
     """An ``Accelerator`` on CPU (gloo DDP under ``torchrun``) or GPU; mixed precision only on GPUs."""
@@ -109,7 +122,8 @@ def build_scheduler(optimizer, config: RunConfig, steps: int):
 
 
 def train(config: RunConfig, out: str | Path | None = None, resume: bool = False, quiet: bool = False,
-          callback: StepCallback | None = None, checkpoint: str | int | None = None) -> TrainResult:
+          callback: StepCallback | None = None, checkpoint: str | int | None = None,
+          evaluator: EvaluatorFactory | None = None) -> TrainResult:
     """Train ``config`` into the run folder ``out`` (default ``config.default_out_dir``).
 
     With ``resume`` the run continues from the folder's latest checkpoint (the checkpoint must come from the same
@@ -117,7 +131,8 @@ def train(config: RunConfig, out: str | Path | None = None, resume: bool = False
     from that checkpoint instead, e.g. when the latest is damaged; later checkpoints are replaced as training reaches
     them again. Leftovers of killed checkpoint writes are removed once the checkpoint has loaded. Without ``resume``,
     a folder that already holds checkpoints is an error. ``quiet`` silences the console line and the progress bar
-    (``metrics.jsonl`` is always written).
+    (``metrics.jsonl`` is always written). ``evaluator`` builds the periodic evaluation (module docstring); without
+    it nothing is evaluated.
     """
     from accelerate.utils import gather_object, set_seed
 
@@ -156,6 +171,7 @@ def train(config: RunConfig, out: str | Path | None = None, resume: bool = False
         tokenizer = build_run_tokenizer(config)
     model = build_model(config, config.model, tokenizer, sources)
     data = TrainData(config, sources, model.sequences)
+    evaluate = evaluator(config, sources, out) if evaluator is not None else None
     steps = total_steps(config, len(data.order))
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, steps)
@@ -299,10 +315,9 @@ def train(config: RunConfig, out: str | Path | None = None, resume: bool = False
                 window = {k: 0.0 if isinstance(v, float) else 0 for k, v in window.items()}
 
             # ----- evaluate -------------------------------------------------------------------------------------
-            if _eval_due(config, step, steps, prev_position, position):
+            if evaluate is not None and _eval_due(config, step, steps, prev_position, position):
                 if main:
-                    last_eval = _evaluate(config, unwrapped, sources, out, step, seen, logger,
-                                          final=step == steps)
+                    last_eval = _evaluate(evaluate, unwrapped, step, seen, logger, final=step == steps)
                     total = last_eval["vqa"]["total"]
                     if total is not None and total >= best.get("vqa_total", -1.0):
                         best = {"vqa_total": total, "step": step}
@@ -345,24 +360,16 @@ def _eval_due(config: RunConfig, step: int, steps: int, prev_position: int, posi
     return prev_position // e.every < position // e.every
 
 
-def _evaluate(config: RunConfig, model, sources, out: Path, step: int, seen: dict[str, int],
-              logger: MetricsLogger, final: bool = False) -> dict[str, Any]:
-    from uvlm.eval.vqa import evaluate_vqa
-
+def _evaluate(evaluate: Evaluate, model, step: int, seen: dict[str, int], logger: MetricsLogger,
+              final: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
-    path = out / "predictions" / f"step-{step:06d}.jsonl"
-    e = config.eval
-    questions = e.final_questions if final and e.final_questions else e.questions
-    report = evaluate_vqa(model, sources.understanding, config.data.test, questions, batch_size=e.batch_size,
-                          max_new_tokens=e.max_new_tokens, feature_chunk=config.data.feature_chunk,
-                          predictions_path=path)
-    d = report.to_dict()
+    d = evaluate(model, step, final)
     rec = {"kind": "eval", "step": step, **seen, "vqa": d["scores"], "vqa_total": d["scores"]["total"],
            "questions": d["counts"]["total"], "unparsed": d["unparsed"]["total"],
-           "predictions": str(path.relative_to(out)), "seconds": time.perf_counter() - t0}
+           "predictions": d["predictions"], "seconds": time.perf_counter() - t0}
     logger.write(rec)
-    scores = " ".join(f"{k} {v:.1f}" for k, v in d["scores"].items() if v is not None and k in
-                      ("time", "weather", "position", "battery", "total"))
+    columns = d.get("columns") or tuple(d["scores"])
+    scores = " ".join(f"{k} {v:.1f}" for k, v in d["scores"].items() if v is not None and k in columns)
     logger.echo(f"eval step {step}: VQA {scores} ({rec['questions']} questions, "
                 f"{seen['understanding_samples']} understanding samples seen)")
     return rec
@@ -374,4 +381,5 @@ def _json(x):
     return json.loads(json.dumps(x))
 
 
-__all__ = ["train", "TrainResult", "TrainingDiverged", "make_accelerator", "build_optimizer", "build_scheduler"]
+__all__ = ["train", "TrainResult", "TrainingDiverged", "Evaluate", "EvaluatorFactory", "make_accelerator",
+           "build_optimizer", "build_scheduler"]
