@@ -34,6 +34,9 @@ reports it for a generated split.
 **Identity.** :meth:`CelebAFiles.identity` is a SHA-256 over the two text files' bytes and the names and sizes of the
 images they list, for caches and run ids.
 
+**Registered** as the dataset ``celeba`` (:mod:`uvlm.data.datasets`): a run config with ``data.dataset = "celeba"``
+and CelebA splits trains and evaluates through the same code as SmartWatch.
+
     >>> from uvlm.data.celeba import CelebA, CelebAConfig
     >>> ca = CelebA(CelebAConfig.train("/data/celeba", n_vqa=10, n_caption=10, n_generation=10))
     >>> s = ca.sample("vqa", 0)
@@ -49,7 +52,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -588,14 +591,37 @@ def _combo_codes(labels: np.ndarray) -> np.ndarray:
     return (labels.astype(np.int64) * weights).sum(axis=1)
 
 
+def _cached_files(root: str, attributes: tuple[str, ...]) -> CelebAFiles:
+    """:func:`read_celeba`, read once per process for one folder and attribute list while its two text files and its
+    image folder keep their size and modification time (a split is opened by training, caching and evaluation)."""
+    r = Path(root)
+    stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None
+                  for p in (r / ATTR_FILE, r / PARTITION_FILE, r / IMAGE_DIR))
+    key = (str(r.resolve()) if r.exists() else str(r), attributes)
+    got = _FILES.get(key)
+    if got is None or got[0] != stamp:
+        got = (stamp, read_celeba(root, attributes))
+        _FILES.clear()  # one CelebA copy at a time: the label arrays of 200K images are not small
+        _FILES[key] = got
+    return got[1]
+
+
+_FILES: dict[tuple[str, tuple[str, ...]], tuple[tuple, CelebAFiles]] = {}
+
+
 class CelebA:
-    """A CelebA split: random access (``sample``) and streaming (``stream``)."""
+    """A CelebA split: random access (``sample``) and streaming (``stream``); the
+    :class:`~uvlm.data.datasets.Dataset` registered as ``celeba``."""
+
+    name: ClassVar[str] = "celeba"
+    config_class: ClassVar[type] = CelebAConfig
 
     def __init__(self, config: CelebAConfig, files: CelebAFiles | None = None):
+        require(isinstance(config, CelebAConfig), f"a CelebA split needs a CelebAConfig, got {type(config).__name__}")
         self.config = config
         c = config
         if files is None:
-            files = read_celeba(c.root, c.attributes)
+            files = _cached_files(c.root, c.attributes)
         require(files.attributes == c.attributes, f"the CelebA files were read for {files.attributes}, the split uses "
                                                   f"{c.attributes}: read them with the split's attributes")
         self.files = files
@@ -636,6 +662,48 @@ class CelebA:
         """The digest of the files used (:attr:`CelebAFiles.identity`)."""
         return self.files.identity
 
+    # ----- the dataset protocol ------------------------------------------------------------------------------------
+    @property
+    def metric_columns(self) -> tuple[str, ...]:
+        """One exact-match column per attribute, then ``total``."""
+        return (*self.config.attributes, "total")
+
+    def image_key(self) -> dict[str, Any]:
+        """What image ``j`` depends on besides ``j``: the files (their digest), the seed, the split name, the pool, the
+        attributes, ``positive_prob`` and ``min_images`` (which decide the eligible combinations), the resolution."""
+        c = self.config
+        return {"dataset": self.name, "files": self.identity, "seed": c.seed, "split": c.name, "pool": c.pool,
+                "attributes": list(c.attributes), "positive_prob": c.positive_prob, "min_images": c.min_images,
+                "resolution": c.resolution}
+
+    def questions(self, samples: Iterable[CelebASample]) -> list[CelebAQuestion]:
+        return questions_from_samples(samples)
+
+    def score(self, questions: Sequence[CelebAQuestion], predictions: Mapping[str, str]) -> CelebAScoreReport:
+        return score_predictions(questions, predictions, self.config.attributes)
+
+    def reference_answers(self, questions: Iterable[CelebAQuestion]) -> dict[str, str]:
+        return reference_predictions(questions)
+
+    @classmethod
+    def split(cls, kind: str, **kw: Any) -> CelebAConfig:
+        """``split("train", root=DIR, ...)`` or ``split("test", root=DIR, ...)``."""
+        require(kind in ("train", "test"), f"unknown split preset {kind!r}: use train or test")
+        require("root" in kw, "a CelebA split needs root: the local CelebA folder")
+        return CelebAConfig.test(**kw) if kind == "test" else CelebAConfig.train(**kw)
+
+    @classmethod
+    def config_from_dict(cls, d: dict[str, Any]) -> CelebAConfig:
+        return CelebAConfig.from_dict(d)
+
+    @classmethod
+    def vocabulary_words(cls) -> tuple[str, ...]:
+        """Every phrasing and answer of the templates (for a word-level tokenizer)."""
+        words = [q for qs in QUESTIONS.values() for q in qs]
+        words += [f for by_value in FRAGMENTS.values() for fs in by_value.values() for f in fs]
+        words += [*CAPTION_QUESTIONS, *CAPTION_OPENINGS, *INSTRUCTION_OPENINGS, "yes no male female , and ."]
+        return tuple(words)
+
     def count(self, task: str) -> int:
         return self.config.count(task)
 
@@ -646,8 +714,9 @@ class CelebA:
     def combination(self, image_index: int) -> tuple[dict[str, bool], int]:
         """The drawn ground truth of image ``image_index`` and the file (index into ``files.names``) showing it."""
         c = self.config
-        require(isinstance(image_index, (int, np.integer)) and 0 <= image_index < c.n_images,
-                f"image index {image_index!r} out of range for a split of {c.n_images} images")
+        # every index has an image, as in SmartWatch (a feature cache computes whole chunks past the last sample)
+        require(isinstance(image_index, (int, np.integer)) and 0 <= image_index,
+                f"image index {image_index!r} must be a non-negative integer")
         rng = _rng(c.seed, c.name, "attributes", int(image_index))
         j = int(rng.choice(len(self.eligible), p=self.combination_probs))
         code = int(self.eligible[j])
@@ -848,6 +917,15 @@ class CelebAScoreReport:
     @property
     def total(self) -> float | None:
         return self.score("total")
+
+    def format_table(self) -> str:
+        """A Markdown table of the columns: score (%), number of questions, unparsable answers."""
+        lines = ["| metric | score (%) | questions | unparsed |", "| --- | ---: | ---: | ---: |"]
+        unparsed = {**self.unparsed, "total": sum(self.unparsed.values())}
+        for c in self.columns:
+            s = self.score(c)
+            lines.append(f"| {c} | {'-' if s is None else f'{s:.2f}'} | {self.count(c)} | {unparsed[c]} |")
+        return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {"unit": "percent", "scores": {c: self.score(c) for c in self.columns},

@@ -15,8 +15,8 @@ dataset declares
 - its samples by index (:meth:`Dataset.sample`, :meth:`Dataset.stream`, :meth:`Dataset.count`) and its images at any
   resolution (:meth:`Dataset.image`);
 - its score (:meth:`Dataset.questions`, :meth:`Dataset.score`, :meth:`Dataset.reference_answers`);
-- its split presets and its config's JSON form (the class methods :meth:`Dataset.split` and
-  :meth:`Dataset.config_from_dict`).
+- its split presets, its config's JSON form and its words (the class methods :meth:`Dataset.split`,
+  :meth:`Dataset.config_from_dict` and :meth:`Dataset.vocabulary_words`).
 
     >>> from uvlm.data.datasets import dataset_class, open_dataset
     >>> ds = open_dataset(dataset_class("smartwatch").split("test", n_vqa=4))
@@ -38,6 +38,7 @@ from uvlm.errors import UserError, require
 #: line here. The first entry is the default of a run config's ``data.dataset``.
 DATASETS: dict[str, str] = {
     "smartwatch": "uvlm.data.smartwatch:SmartWatch",
+    "celeba": "uvlm.data.celeba:CelebA",
 }
 
 DEFAULT_DATASET = next(iter(DATASETS))
@@ -132,6 +133,11 @@ class Dataset(Protocol):
 
     @classmethod
     def config_from_dict(cls, d: dict[str, Any]) -> Any: ...
+
+    @classmethod
+    def vocabulary_words(cls) -> tuple[str, ...]:
+        """Texts whose words a word-level tokenizer must know beyond SmartWatch's (its base vocabulary)."""
+        ...
 
 
 def dataset_names() -> tuple[str, ...]:

@@ -120,6 +120,11 @@ class SmartWatch:
     def config_from_dict(cls, d: dict[str, Any]) -> SplitConfig:
         return SplitConfig.from_dict(d)
 
+    @classmethod
+    def vocabulary_words(cls) -> tuple[str, ...]:
+        """None: the word-level tokenizer's base vocabulary is SmartWatch's (:mod:`uvlm.data.tokenizer`)."""
+        return ()
+
     # ----- images ----------------------------------------------------------------------------------------------------
     def attributes(self, image_index: int) -> WatchAttributes:
         """The ground truth of image ``image_index``."""

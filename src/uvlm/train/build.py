@@ -18,8 +18,8 @@ from uvlm.train.config import RunConfig
 
 # ----- tokenizer and model ------------------------------------------------------------------------------------------
 def build_run_tokenizer(config: RunConfig):
-    """The tokenizer of a new run: the pretrained LLM's own (if its folder has one), else the SmartWatch word-level
-    tokenizer with the template words."""
+    """The tokenizer of a new run: the pretrained LLM's own (if its folder has one), else the word-level tokenizer
+    with the template words and the dataset's words (:meth:`~uvlm.data.datasets.Dataset.vocabulary_words`)."""
     pre = config.model.llm.pretrained
     if pre is not None and any((Path(pre).expanduser() / f).is_file()
                                for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
@@ -28,7 +28,7 @@ def build_run_tokenizer(config: RunConfig):
         return AutoTokenizer.from_pretrained(str(Path(pre).expanduser()), local_files_only=True)
     from uvlm.data.tokenizer import build_tokenizer
 
-    return build_tokenizer(extra_words=config.model.template.words())
+    return build_tokenizer(extra_words=[*config.model.template.words(), *config.data.dataset_class.vocabulary_words()])
 
 
 def build_model(config: RunConfig, model_config: UnifiedConfig, tokenizer, sources) -> torch.nn.Module:
