@@ -165,6 +165,35 @@ def test_report_beside_the_paper_with_figures(sweep, tmp_path):
     assert "![curves](curves.png)" in md and "(bars.pdf)" in md
 
 
+def test_curves_mark_chance_and_the_papers_end_points(sweep):
+    """Curve panels of class-scored metrics get a chance line; every paper row our groups match gets its printed
+    value as a marker at our last point; time (scored by distance) gets no chance line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from uvlm.experiments.report import _mark_chance_and_paper, chance_level
+
+    assert chance_level("vqa.weather") == pytest.approx(100 / 3) and chance_level("vqa.position") == 25.0
+    assert chance_level("vqa.time") is None and chance_level("vqa.total") is None
+    rows = aggregate(sweep)
+    fig, (weather, time) = plt.subplots(1, 2)
+    _mark_chance_and_paper(weather, "vqa.weather", rows, ReportSpec(table="A5"), 400.0)
+    _mark_chance_and_paper(time, "vqa.time", rows, ReportSpec(table="A5"), 400.0)
+    marks = {ln.get_label(): (list(ln.get_xdata()), list(ln.get_ydata())) for ln in weather.lines}
+    col = ATTRS.index("weather")
+    for group in GROUPS:
+        assert marks[f"paper {group} (Table A5)"] == ([400.0], [TABLE_A5[group][col]])
+    assert marks["chance (33.3)"][1] == [100 / 3, 100 / 3]
+    assert not [ln for ln in time.lines if ln.get_label().startswith("chance")]
+    assert len([ln for ln in time.lines if ln.get_label().startswith("paper")]) == len(GROUPS)
+    no_table = plt.subplots()[1]
+    _mark_chance_and_paper(no_table, "vqa.weather", rows, ReportSpec(), 400.0)
+    assert [ln.get_label() for ln in no_table.lines] == ["chance (33.3)"]
+    plt.close("all")
+
+
 def test_mixed_fid_extractors_get_separate_columns(tmp_path):
     rng = np.random.default_rng(3)
     records = [run("SigLIP-VQ", s, rng, extractor="inception") for s in range(2)]

@@ -352,6 +352,36 @@ def _band(kind: str, mean, std, low, high, ci_low, ci_high):
     return ci_low, ci_high
 
 
+def chance_level(metric: str) -> float | None:
+    """The VQA score (%) of guessing uniformly, for the metrics scored by class (weather out of 3, a corner out of
+    4); ``None`` for the others (time and battery are scored by distance)."""
+    from uvlm.data.attributes import CORNERS, WEATHERS
+
+    classes = {"vqa.weather": len(WEATHERS), "vqa.position": len(CORNERS), "vqa.weather_position": len(CORNERS),
+               "vqa.battery_position": len(CORNERS)}.get(metric)
+    return 100.0 / classes if classes else None
+
+
+def _mark_chance_and_paper(ax, metric: str, rows: Sequence[Row], spec: ReportSpec, x_end: float) -> None:
+    """A dotted chance line, and the paper's printed end point of every paper row our groups match (a grey star at
+    the last point of our curves: the paper's models were trained on far more samples)."""
+    chance = chance_level(metric)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label=f"chance ({chance:.1f})")
+    table = spec.paper()
+    if table is None:
+        return
+    seen: list[str] = []
+    for r in rows:
+        prow = table.lookup(r.group, r.labels, spec.paper_scale)
+        v = table.value(prow, metric) if prow is not None else None
+        if v is None or prow.name in seen:
+            continue
+        seen.append(prow.name)
+        ax.plot([x_end], [v], marker=("*", "P", "X", "D")[(len(seen) - 1) % 4], markersize=10, color="0.35",
+                linestyle="none", label=f"paper {prow.name} (Table {table.name})")
+
+
 def plot_curves(records: Sequence[Mapping[str, Any]], rows: Sequence[Row], spec: ReportSpec, out: Path,
                 title: str) -> list[Path]:
     """``curves.png`` / ``curves.pdf``: each metric over training, one line per group (mean) with a band; ``[]``
@@ -367,10 +397,16 @@ def plot_curves(records: Sequence[Mapping[str, Any]], rows: Sequence[Row], spec:
             ax.plot(c.x, c.mean, marker="o", markersize=3, color=color, label=f"{c.group} (n={max(c.n)})")
             lo, hi = _band(spec.band, c.mean, c.std, c.low, c.high, c.ci_low, c.ci_high)
             ax.fill_between(c.x, lo, hi, color=color, alpha=0.18, linewidth=0)
+        _mark_chance_and_paper(ax, metric, rows, spec, max(x for c in curves for x in c.x))
         ax.set_title(metric_label(metric))
         ax.set_xlabel(_x_label(spec.curve_x))
         _style_axis(ax, metric, clip=spec.band == "minmax")
-    axes[0].legend(fontsize="small")
+    handles: dict[str, Any] = {}  # one legend for all panels: the chance line and the paper's markers vary by panel
+    for ax in axes[:len(panels)]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label if not label.startswith("chance") else "chance", h)
+    axes[0].legend(list(handles.values()), [h.get_label() if k != "chance" else "chance (guessing uniformly)"
+                                            for k, h in handles.items()], fontsize="small")
     _suptitle(fig, f"{title}: over training (mean, band: {_BAND_TEXT[spec.band]})")
     return _save(fig, out, "curves")
 
