@@ -20,6 +20,7 @@ from uvlm.errors import UserError
 #: Subcommand modules, in the order ``uvlm --help`` lists them.
 COMMAND_MODULES = ("uvlm.cli.experiments", "uvlm.cli.recipes", "uvlm.cli.data", "uvlm.cli.score", "uvlm.cli.vision", "uvlm.cli.run", "uvlm.cli.llm")
 COMMAND_MODULES += ("uvlm.cli.harness",)
+COMMAND_MODULES += ("uvlm.cli.llava",)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -172,13 +172,20 @@ def load_llava(folder: str | os.PathLike, dtype: torch.dtype = torch.float32):
     """``(LlavaForConditionalGeneration, tokenizer, image_processor)`` from a local folder (``local_files_only``)."""
     from transformers import AutoImageProcessor, AutoTokenizer, LlavaForConditionalGeneration
 
+    from transformers.utils import logging as hf_logging
+
     folder = Path(folder).expanduser()
     read_llava_config(folder)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         model = LlavaForConditionalGeneration.from_pretrained(str(folder), local_files_only=True, dtype=dtype)
     except (OSError, ValueError, RuntimeError) as e:
         raise UserError(f"cannot load the LLaVA weights from {str(folder)!r}: {str(e).splitlines()[0][:200]}") \
             from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as e:
@@ -286,6 +293,15 @@ class LlavaUnifiedVLM(UnifiedVLM):
         out = tower(pixel_values.to(device=p.device, dtype=p.dtype), output_hidden_states=True)
         h = out.hidden_states[self.feature_layer]
         return h[:, 1:] if self.drop_cls else h
+
+    def unused_tower_parameters(self) -> list[nn.Parameter]:
+        """The tower's parameters that the features do not depend on: the encoder layers after
+        ``vision_feature_layer`` and the final layer norm (LLaVA-1.5 reads layer -2, so its last layer is unused)."""
+        layers = self.vision_tower.encoder.layers
+        used = self.feature_layer % (len(layers) + 1)  # hidden_states[k] is the output of layer k - 1
+        out = [p for layer in layers[used:] for p in layer.parameters()]
+        post = getattr(self.vision_tower, "post_layernorm", None)
+        return out + (list(post.parameters()) if post is not None else [])
 
     def freeze_target_tower(self) -> None:
         """Keep a frozen copy of the tower as it is now as the source of ``clip`` targets (call before training
