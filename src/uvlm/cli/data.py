@@ -1,17 +1,23 @@
-"""``uvlm data``: generate, preview, inspect and export SmartWatch splits.
+"""``uvlm data``: generate, preview, inspect and export splits of the registered datasets.
 
     uvlm data generate data/train --vqa 60K --caption 60K --generation 60K --resolution 64
     uvlm data generate data/test --split test
     uvlm data generate data/train-biased --bias weather:0.05:0
     uvlm data preview sheet.png --from data/train -n 16 --task vqa
+    uvlm data preview faces.png --dataset celeba --celeba-root /data/celeba -n 16 --task caption
+    uvlm data distribution --dataset celeba --celeba-root /data/celeba --vqa 60K
     uvlm data info data/train --verify
     uvlm data export-llava data/train data/train-llava
+
+The split flags describe a split of ``--dataset`` (default ``smartwatch``). What a dataset does not support yet is one
+line and exit code 2, naming what does.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import signal
 import sys
 import threading
@@ -20,16 +26,9 @@ from pathlib import Path
 from typing import Iterator
 
 from uvlm.cli._common import add_group, bounded_int, count_arg, default_workers, seed_arg, workers_arg
-from uvlm.data.config import MAX_RESOLUTION, MIN_RESOLUTION, TASKS, Bias, SplitConfig
+from uvlm.data.config import MAX_RESOLUTION, MIN_RESOLUTION, TASKS
+from uvlm.data.datasets import DEFAULT_DATASET, dataset_class, dataset_names
 from uvlm.errors import UserError, require
-
-
-def bias_arg(text: str) -> Bias:
-    """argparse type for ``--bias ATTR[:VQA_SHARE[:CAPTION_SHARE]]``."""
-    try:
-        return Bias.parse(text)
-    except UserError as e:  # argparse turns ArgumentTypeError into a one-line usage error
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def resolution_arg(text: str) -> int:
@@ -49,6 +48,17 @@ def resolution_arg(text: str) -> int:
 
 def _add_split_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("split (defaults: the paper's train split, or its test split with --split test)")
+    g.add_argument("--dataset", choices=dataset_names(), default=DEFAULT_DATASET,
+                   help=f"which registered dataset (default {DEFAULT_DATASET})")
+    g.add_argument("--celeba-root", default=None, metavar="DIR",
+                   help="--dataset celeba: the local CelebA folder (img_align_celeba/, list_attr_celeba.txt, "
+                        "list_eval_partition.txt)")
+    g.add_argument("--attributes", default=None, metavar="A,B,...",
+                   help="--dataset celeba: the attributes drawn, asked and stated, comma-separated (default the "
+                        "paper's seven)")
+    g.add_argument("--min-images", type=bounded_int(1, 10**9), default=None, metavar="N",
+                   help="--dataset celeba: a combination is drawn only if each pool holds N images with it "
+                        "(default 10)")
     g.add_argument("--split", choices=("train", "test"), default="train",
                    help="preset to start from: train (60K+60K+60K sharing images) or test (1,000 VQA + 500 "
                         "generation on their own images); also the split name, so train and test differ per seed")
@@ -58,21 +68,51 @@ def _add_split_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--vqa", type=count_arg, default=None, metavar="N", help="VQA conversations (e.g. 60K)")
     g.add_argument("--caption", type=count_arg, default=None, metavar="N", help="caption samples")
     g.add_argument("--generation", type=count_arg, default=None, metavar="N", help="text-to-image samples")
-    g.add_argument("--bias", type=bias_arg, default=None, metavar="ATTR[:VQA_SHARE[:CAPTION_SHARE]]",
+    g.add_argument("--bias", default=None, metavar="ATTR[:VQA_SHARE[:CAPTION_SHARE]]",
                    help="under-represent one attribute in VQA and captions: the share of VQA questions asking about "
-                        "it (default 0.05, unbiased 0.2) and the probability a caption states it (default 0)")
+                        "it (default 0.05, unbiased 0.2) and the probability a caption states it (default 0); "
+                        "SmartWatch's attributes, or CelebA's (e.g. Wearing_Hat) with --dataset celeba")
 
 
-def split_config_from_args(args: argparse.Namespace) -> SplitConfig:
-    """The :class:`SplitConfig` the split flags describe (invalid values raise :class:`UserError`)."""
+def _bias(dataset: str, text: str):
+    """The bias of ``--bias`` in the dataset's own type; a bad one is an ``argument --bias`` error."""
+    try:
+        return dataset_class(dataset).parse_bias(text)
+    except UserError as e:
+        raise UserError(f"argument --bias: {e}") from None
+
+
+def split_config_from_args(args: argparse.Namespace):
+    """The split config the split flags describe, of the dataset ``--dataset`` (invalid values raise
+    :class:`UserError`)."""
     kw: dict = {}
     for flag, field in (("seed", "seed"), ("resolution", "resolution"), ("vqa", "n_vqa"), ("caption", "n_caption"),
-                        ("generation", "n_generation"), ("bias", "bias")):
+                        ("generation", "n_generation")):
         value = getattr(args, flag)
         if value is not None:
             kw[field] = value
-    preset = SplitConfig.test if args.split == "test" else SplitConfig.train
-    return preset(**kw)
+    dataset = getattr(args, "dataset", DEFAULT_DATASET)
+    root = getattr(args, "celeba_root", None)
+    if dataset == "celeba":
+        require(root is not None, "--dataset celeba needs --celeba-root DIR: the local CelebA folder (CelebA cannot be "
+                                  "downloaded by uvlm; see docs/celeba.md)")
+        kw["root"] = root
+        if getattr(args, "attributes", None) is not None:
+            kw["attributes"] = tuple(a.strip() for a in args.attributes.split(",") if a.strip())
+        if getattr(args, "min_images", None) is not None:
+            kw["min_images"] = args.min_images
+    else:
+        for flag in ("celeba_root", "attributes", "min_images"):
+            require(getattr(args, flag, None) is None, f"--{flag.replace('_', '-')} is for --dataset celeba, not "
+                                                       f"{dataset}: add --dataset celeba or drop it")
+    if args.bias is not None:
+        kw["bias"] = _bias(dataset, args.bias)
+    return dataset_class(dataset).split(args.split, **kw)
+
+
+def not_for(dataset: str, what: str, instead: str) -> UserError:
+    """The one-line error of a command a dataset does not support yet."""
+    return UserError(f"{what} is not supported for --dataset {dataset} yet: {instead}")
 
 
 @contextlib.contextmanager
@@ -98,6 +138,11 @@ def _generate(args: argparse.Namespace) -> int:
     from uvlm.io import check_output_dir
 
     config = split_config_from_args(args)
+    if args.dataset != "smartwatch":
+        raise not_for(args.dataset, "uvlm data generate (split folders on disk)",
+                      "training and evaluation draw CelebA samples on the fly from a run config with data.dataset "
+                      "celeba (uvlm train --celeba-root DIR); look at samples with uvlm data preview --dataset celeba "
+                      "and at the attribute distribution with uvlm data distribution")
     check_output_dir(args.out, "the split")
     t0 = time.perf_counter()
     with _terminate_as_interrupt():
@@ -123,6 +168,10 @@ def _preview(args: argparse.Namespace) -> int:
     if args.source is not None:
         from uvlm.data.storage import read_samples
 
+        if args.dataset != "smartwatch":
+            raise not_for(args.dataset, "uvlm data preview --from (split folders on disk)",
+                          "drop --from to preview samples drawn from the split flags")
+
         samples = []
         for s in read_samples(args.source, args.task):
             samples.append(s)
@@ -140,6 +189,29 @@ def _preview(args: argparse.Namespace) -> int:
     with atomic_path(args.out, suffix=".png") as tmp:
         sheet.save(tmp, format="PNG")
     print(f"wrote {args.out}: {len(samples)} {args.task} samples from {what}")
+    return 0
+
+
+def _distribution(args: argparse.Namespace) -> int:
+    from uvlm.data.datasets import open_dataset
+
+    config = split_config_from_args(args)
+    if args.dataset != "celeba":
+        raise not_for(args.dataset, "uvlm data distribution",
+                      "SmartWatch draws every attribute independently and uniformly (docs/smartwatch.md); the "
+                      "command reports CelebA's effective distribution under its rare-combination rule")
+    from uvlm.data.celeba import attribute_distribution
+
+    ds = open_dataset(config)
+    require(args.task is None or config.count(args.task) > 0,
+            f"the split has no {args.task} samples: pick another --task or raise its count")
+    report = attribute_distribution(ds, args.task)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        what = f"{args.task} samples" if args.task else "images"
+        print(f"the {config.name} split of {config.root} (seed {config.seed}, pool {config.pool}), its {what}:")
+        print(report.format_table())
     return 0
 
 
@@ -172,7 +244,7 @@ def _export_llava(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    group = add_group(sub, "data", "generate, preview, inspect and export SmartWatch splits")
+    group = add_group(sub, "data", "generate, preview, inspect and export dataset splits (SmartWatch, CelebA)")
 
     p = group.add_parser("generate", help="write a split as sharded Parquet with a manifest",
                          description="Render a SmartWatch split into OUT (sharded Parquet per task, manifest.json "
@@ -199,6 +271,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--columns", type=bounded_int(1, 1024), default=None, metavar="N",
                    help="sheet columns (default: auto)")
     p.set_defaults(func=_preview)
+
+    p = group.add_parser("distribution", help="the effective attribute distribution of a CelebA split",
+                         description="Draw a split's ground truths (labels only, no image is read) and print each "
+                                     "attribute's share against the share the rare-combination rule implies and the "
+                                     "independent one, with how many combinations are eligible and how often images "
+                                     "repeat.")
+    _add_split_flags(p)
+    p.add_argument("--task", choices=TASKS, default=None, help="only the images of one task (default: every image)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_distribution)
 
     p = group.add_parser("info", help="print a split's manifest summary",
                          description="Print a split folder's config, counts, shards and library versions.")

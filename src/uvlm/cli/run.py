@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", metavar="NAME", help="vision source: tiny (default) or a local checkpoint folder")
     p.add_argument("--llm", metavar="PRESET", help="LLM preset: debug or tiny (default)")
     p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), help="global batch size (default 32)")
+    p.add_argument("--celeba-root", metavar="DIR",
+                   help="train on CelebA from this local folder (data.dataset celeba, the paper's train and test "
+                        "splits of its pools; see docs/celeba.md)")
     p.add_argument("--samples", type=count_arg, metavar="N",
                    help="training samples per task (VQA, caption, generation each; default 60K)")
     p.add_argument("--eval-every", type=bounded_int(0, MAX_STEPS), metavar="STEPS",
@@ -149,9 +152,18 @@ TRAIN_OVERRIDES: dict[str, tuple[Any, bool]] = {
     "source": (lambda v: {"vision.source": v}, False),
     "llm": (lambda v: {"model.llm.preset": v}, False),
     "batch_size": (lambda v: {"optim.batch_size": v}, False),
+    "celeba_root": (lambda v: _celeba_data(v), False),
     "samples": (lambda v: {"data.train.n_vqa": v, "data.train.n_caption": v, "data.train.n_generation": v}, False),
     "out": (lambda v: {"out_dir": v}, False),
 }
+
+
+def _celeba_data(root: str) -> dict[str, Any]:
+    """``--celeba-root DIR``: the dataset and the paper's train and test splits of the CelebA folder ``DIR``."""
+    from uvlm.data.celeba import CelebA
+
+    return {"data.dataset": "celeba", "data.train": CelebA.split("train", root=root).to_dict(),
+            "data.test": CelebA.split("test", root=root).to_dict()}
 
 
 def apply_overrides(cfg, args: argparse.Namespace, names):
@@ -214,6 +226,10 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
         return 0
+    if cfg.data.dataset != "smartwatch":  # its files are read (and checked) before anything is written
+        from uvlm.data.datasets import open_dataset
+
+        open_dataset(cfg.data.train), open_dataset(cfg.data.test)
     if not args.resume:
         check_output_dir(out, "the run")
         require(not out.is_dir() or not any(out.iterdir()) or (out / "config.json").is_file(),
@@ -321,6 +337,11 @@ def run_eval(args: argparse.Namespace) -> int:
         inception_extractor(args.inception)
     loaded = _load(args)
     cfg = loaded.config
+    if cfg.data.dataset != "smartwatch" and (args.generation or args.drawings):
+        flag = "--generation" if args.generation else "--drawings"
+        raise UserError(f"uvlm eval {flag} is not supported for {cfg.data.dataset} runs yet (its judge, the "
+                        f"reader, and the icon probe are SmartWatch's): evaluate this run with --questions N or "
+                        f"--conditioning N")
     if args.generation:
         return _eval_generation(args, loaded)
     if args.conditioning:

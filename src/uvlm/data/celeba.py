@@ -697,6 +697,10 @@ class CelebA:
         return CelebAConfig.from_dict(d)
 
     @classmethod
+    def parse_bias(cls, text: str) -> CelebABias:
+        return CelebABias.parse(text)
+
+    @classmethod
     def vocabulary_words(cls) -> tuple[str, ...]:
         """Every phrasing and answer of the templates (for a word-level tokenizer)."""
         words = [q for qs in QUESTIONS.values() for q in qs]

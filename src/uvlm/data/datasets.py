@@ -135,6 +135,11 @@ class Dataset(Protocol):
     def config_from_dict(cls, d: dict[str, Any]) -> Any: ...
 
     @classmethod
+    def parse_bias(cls, text: str) -> Any:
+        """The split config's bias from ``attribute[:vqa_share[:caption_share]]`` (the ``--bias`` flag)."""
+        ...
+
+    @classmethod
     def vocabulary_words(cls) -> tuple[str, ...]:
         """Texts whose words a word-level tokenizer must know beyond SmartWatch's (its base vocabulary)."""
         ...

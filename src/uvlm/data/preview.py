@@ -7,21 +7,29 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from uvlm.data.smartwatch import Sample
+from uvlm.data.attributes import WatchAttributes
+from uvlm.data.datasets import SampleLike
 
 LABEL_FONT_PX = 11
 
 
-def _labels(s: Sample) -> list[str]:
+def _labels(s: SampleLike) -> list[str]:
+    """Three short lines of ground truth: SmartWatch's values, or a yes/no dataset's true attributes (CelebA's)."""
     a = s.attributes
-    return [
-        f"{a.time}  {a.battery}%",
-        f"{a.weather} @ {a.weather_position}",
-        f"batt @ {a.battery_position}",
-    ]
+    if isinstance(a, WatchAttributes):
+        return [
+            f"{a.time}  {a.battery}%",
+            f"{a.weather} @ {a.weather_position}",
+            f"batt @ {a.battery_position}",
+        ]
+    short = [k.replace("Wearing_", "").replace("_", " ").lower() for k, v in a.items() if v]
+    lines = [", ".join(short[i:i + 2]) for i in range(0, len(short), 2)] or ["(none)"]
+    if len(lines) > 3:
+        lines = lines[:2] + [", ".join(short[4:])]
+    return lines
 
 
-def contact_sheet(samples: Sequence[Sample], columns: int | None = None, tile: int | None = None) -> Image.Image:
+def contact_sheet(samples: Sequence[SampleLike], columns: int | None = None, tile: int | None = None) -> Image.Image:
     """A grid of the samples' images (each scaled to ``tile`` px, default max(image side, 128)) with their attributes.
 
     Samples must carry images (``with_image=True``).

@@ -19,7 +19,7 @@ from PIL import Image
 
 from uvlm.data import scoring, texts
 from uvlm.data.attributes import TEXT_ATTRIBUTES, WatchAttributes, rng_for, sample_attributes
-from uvlm.data.config import TASKS, SplitConfig
+from uvlm.data.config import TASKS, Bias, SplitConfig
 from uvlm.data.render import Renderer
 from uvlm.errors import require
 
@@ -119,6 +119,10 @@ class SmartWatch:
     @classmethod
     def config_from_dict(cls, d: dict[str, Any]) -> SplitConfig:
         return SplitConfig.from_dict(d)
+
+    @classmethod
+    def parse_bias(cls, text: str) -> Bias:
+        return Bias.parse(text)
 
     @classmethod
     def vocabulary_words(cls) -> tuple[str, ...]:
