@@ -1,5 +1,8 @@
 """A uvlm run as an lmms-eval model: ``lmms-eval --model uvlm --model_args run=RUN[,checkpoint=STEP,batch_size=N]``.
 
+``RUN`` may also be a stage folder of the LLaVA extension (``uvlm llava train``, docs/llava.md): it is loaded with
+:func:`uvlm.train.llava.load_llava_run`, and each image keeps its size until LLaVA's own squaring and image processor.
+
 The run folder is loaded with :func:`uvlm.train.checkpoint.load_run` (the latest checkpoint unless ``checkpoint``
 names one) and answers with :func:`uvlm.model.generate.answer`, exactly as ``uvlm ask`` and ``uvlm eval`` do: the
 task's text becomes the question of ``<s> <image> x N USER: {question} ASSISTANT:``, the document's first image is
@@ -40,6 +43,22 @@ def _as_int(name: str, value: Any, minimum: int) -> int:
     return v
 
 
+class _LlavaImages:
+    """The understanding side of a LLaVA-extension run as the model class reads a vision source: images of any size,
+    squared and processed by LLaVA's image processor, then encoded by the run's own CLIP tower."""
+
+    resolution = None
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def encode_cached(self, images) -> torch.Tensor:
+        return self.model.encode_images(self.model.preprocess(list(images)))
+
+    def to_inputs(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
 @register_model("uvlm")
 class UvlmLMM(lmms):
     """A trained uvlm run (``run=`` folder) behind lmms-eval's model interface."""
@@ -61,11 +80,20 @@ class UvlmLMM(lmms):
         self.batch_size_per_gpu = _as_int("batch_size", batch_size, 1)
         self.max_new_tokens = _as_int("max_new_tokens", max_new_tokens, 1)
         self.seed = _as_int("seed", seed, 0)
-        self.loaded = load_run(str(run), checkpoint)
-        self.model = self.loaded.model
+        from pathlib import Path
+
+        if (Path(str(run)).expanduser() / "llava_run.json").is_file():  # a stage of the LLaVA extension
+            from uvlm.train.llava import load_llava_run
+
+            self.loaded = load_llava_run(str(run), checkpoint)
+            self.model = self.loaded.model
+            self.source = _LlavaImages(self.model)
+        else:
+            self.loaded = load_run(str(run), checkpoint)
+            self.model = self.loaded.model
+            self.source = self.loaded.sources.understanding
         if device != "cpu":
             self.model.to(device)
-        self.source = self.loaded.sources.understanding
         require(self.source is not None, f"run {run!r} has no understanding encoder (a generation-only model): it "
                                          f"cannot answer questions about images")
         self.run = str(run)
@@ -87,8 +115,10 @@ class UvlmLMM(lmms):
         images = [v for v in (visuals or []) if isinstance(v, Image.Image)]
         require(len(images) > 0, f"document {doc_id} of task {task!r} has no image: a uvlm model answers questions "
                                  f"about one image; pick an image task")
-        r = int(self.source.resolution)
         image = images[0].convert("RGB")
+        if self.source.resolution is None:  # the model's own image processor sizes it
+            return image
+        r = int(self.source.resolution)
         return image if image.size == (r, r) else image.resize((r, r), Image.Resampling.BICUBIC)
 
     @staticmethod
