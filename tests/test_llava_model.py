@@ -127,3 +127,44 @@ def test_expand_to_square_pads_with_the_mean_colour() -> None:
     im = expand_to_square(Image.new("RGB", (40, 20), (255, 0, 0)), (0.5, 0.0, 1.0))
     assert im.size == (40, 40)
     assert im.getpixel((0, 0)) == (128, 0, 255) and im.getpixel((20, 20)) == (255, 0, 0)
+
+
+def test_assemble_from_a_llama_and_a_clip_model(tmp_path, capsys) -> None:
+    """uvlm llava assemble: a Llama and a CLIPModel (text tower included, as clip-vit-large-patch14-336 ships) become a
+    LLaVA folder whose LM and tower are theirs, bit for bit, with a fresh projector."""
+    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPVisionConfig,
+                              LlamaConfig, LlamaForCausalLM)
+
+    from uvlm.cli.main import main
+    from uvlm.model.llava_tiny import _tokenizer
+
+    tok = _tokenizer()
+    llama = LlamaForCausalLM(LlamaConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2, vocab_size=len(tok) - 1,
+                                         bos_token_id=1, eos_token_id=2))
+    llama.save_pretrained(str(tmp_path / "vicuna"))
+    tok.save_pretrained(str(tmp_path / "vicuna"))
+    clip = CLIPModel(CLIPConfig(text_config=CLIPTextConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                           num_attention_heads=2, vocab_size=99),
+                                vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                                               num_attention_heads=2, image_size=42, patch_size=14),
+                                projection_dim=16))
+    clip.save_pretrained(str(tmp_path / "clip"))
+    CLIPImageProcessor(size={"shortest_edge": 42}, crop_size={"height": 42, "width": 42}).save_pretrained(
+        str(tmp_path / "clip"))
+    capsys.readouterr()
+    assert main(["llava", "assemble", "--llm", str(tmp_path / "vicuna"), "--vision", str(tmp_path / "clip"),
+                 str(tmp_path / "llava")]) == 0
+    m, _ = build_llava_unified(LlavaExtensionConfig(base=str(tmp_path / "llava")))
+    assert m.llm.get_input_embeddings().num_embeddings == 448  # padded to a multiple of 64, as llava-hf is
+    ids = torch.tensor([[1, 5, 6, 7, 8]])
+    with torch.no_grad():
+        torch.testing.assert_close(m.text_logits(ids)[..., :len(tok) - 1], llama(ids).logits, rtol=0, atol=0)
+    own = m.vision_tower.state_dict()
+    assert all(torch.equal(v, own[k]) for k, v in clip.vision_model.state_dict().items())
+    # wrong parts are one-line errors
+    capsys.readouterr()
+    assert main(["llava", "assemble", "--llm", str(tmp_path / "clip"), "--vision", str(tmp_path / "clip"),
+                 str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "takes a Llama (Vicuna) causal LM" in err[0]

@@ -6,6 +6,7 @@
         --generation sharegpt4v_pt.json --generation-images sharegpt4v --out runs/llava-s2
     uvlm llava ask runs/llava-s2 photo.jpg "What is in the image?"
     uvlm llava draw runs/llava-s2 "A red double-decker bus on a street." out.safetensors
+    uvlm llava assemble --llm vicuna-7b-v1.5 --vision clip-vit-large-patch14-336 llava-fresh   # fresh projector
     uvlm llava tiny-checkpoint tiny-llava          # a tiny random LLaVA in the real format, to try the commands
 
 See docs/llava.md.
@@ -165,6 +166,15 @@ def run_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_assemble(args: argparse.Namespace) -> int:
+    from uvlm.model.llava import assemble_llava
+
+    out = assemble_llava(args.llm, args.vision, args.out, seed=args.seed)
+    print(f"wrote {out}: a LlavaForConditionalGeneration with a fresh projector (seed {args.seed}); train it with "
+          f"uvlm llava train --stage 1 --base {out} ...")
+    return 0
+
+
 def _sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", metavar="STEP", help="checkpoint step or folder name (default: the latest)")
     p.add_argument("--temperature", type=bounded_float(0.0, 100.0), default=0.0, help="0 = greedy (default)")
@@ -227,6 +237,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", metavar="OUT")
     _sampling(p)
     p.set_defaults(func=run_draw)
+
+    p = group.add_parser("assemble", help="build a LLaVA checkpoint from a Vicuna LLM and a CLIP model",
+                         description="Write OUT, a LlavaForConditionalGeneration folder (real format) made of a local "
+                                     "Llama/Vicuna causal LM, a local CLIP model and a fresh LLaVA-1.5 projector: the "
+                                     "starting point of LLaVA-1.5's own stage 1.")
+    p.add_argument("--llm", metavar="DIR", required=True, help="local causal LM folder (vicuna-7b-v1.5)")
+    p.add_argument("--vision", metavar="DIR", required=True, help="local CLIP folder (clip-vit-large-patch14-336)")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the projector's weights")
+    p.set_defaults(func=run_assemble)
 
     p = group.add_parser("tiny-checkpoint", help="write a tiny random LLaVA checkpoint in the real format",
                          description="A tiny random-weight LlavaForConditionalGeneration (CLIP tower, projector, "

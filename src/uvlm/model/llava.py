@@ -394,6 +394,106 @@ def generation_example(model: LlavaUnifiedVLM, instruction: str, target: torch.T
     return model.sequences.generation(instruction, target)
 
 
+# ----- assembling a LLaVA checkpoint from its parts -----------------------------------------------------------------
+def _read_model_type(folder: Path, what: str) -> dict[str, Any]:
+    require(folder.is_dir() and (folder / "config.json").is_file(),
+            f"{what} folder {str(folder)!r} not found or has no config.json: give a local folder written by "
+            f"save_pretrained")
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{folder / 'config.json'} is not readable JSON ({e}): restore the checkpoint") from None
+
+
+def assemble_llava(llm: str | os.PathLike, vision: str | os.PathLike, out: str | os.PathLike, seed: int = 0,
+                   pad_to_multiple_of: int = 64) -> Path:
+    """Write a ``LlavaForConditionalGeneration`` folder from a causal LM (Vicuna-7B v1.5) and a CLIP model
+    (clip-vit-large-patch14-336), with a fresh LLaVA-1.5 projector (Linear-GELU-Linear, seeded): the starting point
+    of LLaVA-1.5's own stage 1. The LLaVA config is LLaVA-1.5's (``vision_feature_layer`` -2, CLS dropped); the
+    tokenizer gains the ``<image>`` token (and a pad token if it has none) and the embeddings are padded to a multiple
+    of ``pad_to_multiple_of`` rows, as llava-hf's are. No weight is copied through a random initialisation: the LLM
+    and the tower are placed into the LLaVA model as loaded."""
+    from transformers import (AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, CLIPVisionConfig,
+                              CLIPVisionModel, LlavaConfig, LlavaForConditionalGeneration)
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+    from uvlm.io import atomic_path
+
+    llm, vision, out = Path(llm).expanduser(), Path(vision).expanduser(), Path(out).expanduser()
+    require(not out.exists() or (out.is_dir() and not any(out.iterdir())),
+            f"{str(out)!r} exists and is not an empty folder: choose a new folder")
+    raw_llm = _read_model_type(llm, "LLM")
+    require(raw_llm.get("model_type") == "llama",
+            f"the LLM in {str(llm)!r} is a {raw_llm.get('model_type')!r} model: LLaVA-1.5 takes a Llama (Vicuna) "
+            f"causal LM")
+    raw_vision = _read_model_type(vision, "vision")
+    require(raw_vision.get("model_type") in ("clip", "clip_vision_model"),
+            f"the vision model in {str(vision)!r} is a {raw_vision.get('model_type')!r} model: LLaVA-1.5 takes a CLIP "
+            f"model (clip-vit-large-patch14-336)")
+    require((vision / "preprocessor_config.json").is_file(),
+            f"{str(vision)!r} has no preprocessor_config.json: save the CLIP image processor beside the weights")
+    vision_config = (CLIPVisionConfig(**raw_vision["vision_config"]) if raw_vision["model_type"] == "clip"
+                     else CLIPVisionConfig.from_pretrained(str(vision), local_files_only=True))
+    bars_off = _progress_bars_off()
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(str(llm), local_files_only=True)
+        tower = CLIPVisionModel.from_pretrained(str(vision), local_files_only=True, config=vision_config)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"cannot load the parts: {str(e).splitlines()[0][:200]}") from None
+    finally:
+        bars_off()
+    tokenizer = AutoTokenizer.from_pretrained(str(llm), local_files_only=True)
+    image_processor = _quiet_image_processor(AutoImageProcessor.from_pretrained, str(vision), local_files_only=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    if tokenizer.convert_tokens_to_ids("<image>") in (None, tokenizer.unk_token_id):
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image_token = int(tokenizer.convert_tokens_to_ids("<image>"))
+    if lm.get_input_embeddings().num_embeddings < len(tokenizer):
+        lm.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=pad_to_multiple_of, mean_resizing=True)
+    config = LlavaConfig(vision_config=vision_config, text_config=lm.config, image_token_index=image_token,
+                         vision_feature_layer=-2, vision_feature_select_strategy="default",
+                         projector_hidden_act="gelu")
+    with torch.device("meta"):
+        llava = LlavaForConditionalGeneration(config)
+    llava.model.language_model = lm.model
+    llava.lm_head = lm.lm_head
+    llava.model.vision_tower = tower
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        llava.model.multi_modal_projector = LlavaMultiModalProjector(config).to(lm.lm_head.weight.dtype)
+    meta = [n for n, p in llava.named_parameters() if p.is_meta]
+    require(not meta, f"the assembled model has parts without weights ({meta[:3]}): the LLM or CLIP layout is not "
+                      f"supported")
+    llava.generation_config = copy.deepcopy(lm.generation_config)
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        llava.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        image_processor.save_pretrained(str(tmp))
+        (tmp / "uvlm_assembled.json").write_text(json.dumps(
+            {"llm": str(llm.resolve()), "vision": str(vision.resolve()), "projector_seed": seed,
+             "image_token_index": image_token, "vocab_size": int(lm.get_input_embeddings().num_embeddings)},
+            indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def _progress_bars_off():
+    """Switch transformers' progress bars and load reports off; returns the function that restores them."""
+    from transformers.utils import logging as hf_logging
+
+    was, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+    def restore() -> None:
+        hf_logging.set_verbosity(level)
+        if was:
+            hf_logging.enable_progress_bar()
+
+    return restore
+
+
 __all__ = ["LLAVA_TARGETS", "ASPECTS", "LlavaExtensionConfig", "LlavaShape", "CLIPTarget", "LlavaUnifiedVLM",
            "read_llava_config", "load_llava", "build_llava_unified", "load_vq_source", "expand_to_square",
-           "understanding_example", "generation_example"]
+           "understanding_example", "generation_example", "assemble_llava"]
