@@ -405,8 +405,10 @@ def plot_curves(records: Sequence[Mapping[str, Any]], rows: Sequence[Row], spec:
     for ax in axes[:len(panels)]:
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label if not label.startswith("chance") else "chance", h)
-    axes[0].legend(list(handles.values()), [h.get_label() if k != "chance" else "chance (guessing uniformly)"
-                                            for k, h in handles.items()], fontsize="small")
+    # below the panels, so that no curve is hidden behind it
+    fig.legend(list(handles.values()), [h.get_label() if k != "chance" else "chance (guessing uniformly)"
+                                        for k, h in handles.items()], fontsize="small", loc="outside lower center",
+               ncols=min(len(handles), 4))
     _suptitle(fig, f"{title}: over training (mean, band: {_BAND_TEXT[spec.band]})")
     return _save(fig, out, "curves")
 
