@@ -135,30 +135,51 @@ def test_inception_weights_errors_name_the_file_and_the_fix(tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("not a network\n")
     with pytest.raises(UserError, match="not a TorchScript module.*notes.pt|notes.pt.*not a TorchScript module"):
-        inception_extractor(text)
+        inception_extractor(text, trust=True)
     state = tmp_path / "state_dict.pt"
     torch.save(TinyInception().state_dict(), state)  # a plain checkpoint, not TorchScript
     with pytest.raises(UserError, match="not a TorchScript module"):
-        inception_extractor(state)
+        inception_extractor(state, trust=True)
     wrong = _script(WrongWidth(), tmp_path / "wrong.pt")
     with pytest.raises(UserError, match=r"wrong\.pt.*\(1, 3\).*\(1, 2048\)"):
-        inception_extractor(wrong)
+        inception_extractor(wrong, trust=True)
     with pytest.raises(UserError) as info:
         inception_extractor(tmp_path / "missing.pt")
     assert "\n" not in str(info.value) and "missing.pt" in str(info.value)
 
 
 def test_a_tiny_torchscript_inception_loads_and_gives_a_finite_fid(tmp_path):
-    ext = inception_extractor(_script(TinyInception(), tmp_path / "tiny.pt"))
+    ext = inception_extractor(_script(TinyInception(), tmp_path / "tiny.pt"), trust=True)
     assert ext.num_features == INCEPTION_FEATURES
     result = compute_fid(_images(12, 8), _images(12, 9) * 0.5, ext, batch_size=6)
     assert result["extractor"] == "inception-v3" and np.isfinite(result["fid"]) and result["fid"] > 0
     assert result["num_features"] == 2048
 
 
+def test_only_known_or_trusted_inception_files_are_loaded(tmp_path, monkeypatch):
+    """torch.jit.load runs the code a TorchScript file carries: a file whose digest is not a known Inception export is
+    refused (one line, with its digest and the flag that overrides) before anything of it is loaded."""
+    import uvlm.eval.fid as fid
+    from uvlm.io import sha256_file
+
+    path = _script(TinyInception(), tmp_path / "tiny.pt")
+    loads = []
+    monkeypatch.setattr(fid.torch.jit, "load", lambda *a, **k: loads.append(a) or pytest.fail("loaded"))
+    with pytest.raises(UserError) as info:
+        inception_extractor(path)
+    msg = str(info.value)
+    assert "not a known Inception-v3 file" in msg and sha256_file(path)[:16] in msg
+    assert "--trust-inception-file" in msg and "\n" not in msg and not loads
+    monkeypatch.undo()
+    assert inception_extractor(path, trust=True).num_features == INCEPTION_FEATURES
+    monkeypatch.setitem(fid.KNOWN_INCEPTION_SHA256, sha256_file(path), "the tiny test network")
+    assert inception_extractor(path).num_features == INCEPTION_FEATURES  # a known digest needs no trust
+    assert all(len(d) == 64 and int(d, 16) >= 0 for d in fid.KNOWN_INCEPTION_SHA256)
+
+
 @pytest.mark.parametrize("probe, expected", [(RangeProbe(), SIGNED_RANGE), (StyleGANProbe(), STYLEGAN_RANGE)])
 def test_images_reach_the_network_resized_and_in_its_input_range(tmp_path, probe, expected):
-    ext = inception_extractor(_script(probe, tmp_path / "probe.pt"))
+    ext = inception_extractor(_script(probe, tmp_path / "probe.pt"), trust=True)
     black, white = torch.zeros(1, 3, 48, 48), torch.ones(1, 3, 48, 48)
     feats = ext(torch.cat([black, white]))  # 48 px in; the probe asserts 299 px
     assert feats.shape == (2, INCEPTION_FEATURES)

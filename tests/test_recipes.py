@@ -95,6 +95,8 @@ def test_paper_preset_needs_its_checkpoints():
     (["eval", "/nonexistent", "--inception", "x.pt"], "--inception needs --generation N"),
     (["eval", "/nonexistent", "--generation", "10", "--conditioning", "5"], "give one of them per call"),
     (["eval", "/nonexistent", "--generation", "10", "--inception", "/nonexistent/x.pt"], "not found"),
+    (["eval", "/nonexistent", "--generation", "10", "--trust-inception-file"], "needs --inception FILE"),
+    (["run", "affine", "--trust-inception-file", "--dry-run"], "needs --inception FILE"),
 ])
 def test_bad_recipe_commands_are_one_line_errors(argv, message, capsys):
     assert main(argv) == 2
@@ -222,6 +224,10 @@ def test_a_wrong_inception_file_is_refused_before_anything_runs(tmp_path, capsys
     bad = tmp_path / "inception.pt"
     bad.write_text("not a network")
     assert main(["run", "affine", "--inception", str(bad), "--root", str(tmp_path / "root")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a known Inception-v3 file" in err and len(err.splitlines()) == 1  # unknown digest: not loaded
+    assert main(["run", "affine", "--inception", str(bad), "--trust-inception-file", "--root",
+                 str(tmp_path / "root")]) == 2
     err = capsys.readouterr().err.strip()
     assert "is not a TorchScript module" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "root").exists()  # nothing was written

@@ -104,6 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="instead of VQA: FID and faithfulness of N test generations (paper: 500)")
     p.add_argument("--inception", metavar="FILE",
                    help="with --generation: FID with this local TorchScript Inception-v3 instead of the reader")
+    p.add_argument("--trust-inception-file", action="store_true",
+                   help="load an --inception file whose digest is not a known Inception-v3 export (TorchScript "
+                        "files carry code: pass this only for a file you trust)")
     p.add_argument("--conditioning", type=bounded_int(1, MAX_EVAL_SAMPLES), metavar="N",
                    help="instead of VQA: the teacher-forced vision loss of N test generations with their own vs "
                         "shuffled instructions (does the generation head listen to the text?), and for mixed runs "
@@ -326,6 +329,8 @@ def run_eval(args: argparse.Namespace) -> int:
     require(not args.inception or args.generation, "--inception needs --generation N")
     require(sum(map(bool, (args.generation, args.conditioning, args.drawings))) <= 1,
             "--generation, --conditioning and --drawings are separate evaluations: give one of them per call")
+    require(not args.trust_inception_file or args.inception, "--trust-inception-file needs --inception FILE")
+    fid_extractor = "reader"
     if args.inception:  # a bad weights file fails before the model loads
         from uvlm.eval.fid import inception_extractor
         from uvlm.io import found
@@ -334,7 +339,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 f"Inception weights file {args.inception!r} is {found(args.inception)}, not a file: pass the "
                 f"TorchScript file itself")
 
-        inception_extractor(args.inception)
+        fid_extractor = inception_extractor(args.inception, trust=args.trust_inception_file)
     loaded = _load(args)
     cfg = loaded.config
     if cfg.data.dataset != "smartwatch" and (args.generation or args.drawings):
@@ -343,7 +348,7 @@ def run_eval(args: argparse.Namespace) -> int:
                         f"reader, and the icon probe are SmartWatch's): evaluate this run with --questions N or "
                         f"--conditioning N")
     if args.generation:
-        return _eval_generation(args, loaded)
+        return _eval_generation(args, loaded, fid_extractor)
     if args.conditioning:
         return _eval_conditioning(args, loaded)
     if args.drawings:
@@ -408,13 +413,13 @@ def _eval_conditioning(args: argparse.Namespace, loaded) -> int:
     return 0
 
 
-def _eval_generation(args: argparse.Namespace, loaded) -> int:
+def _eval_generation(args: argparse.Namespace, loaded, fid_extractor) -> int:
     from uvlm.eval.generation_metrics import evaluate_generation
 
     import torch
 
     torch.set_num_threads(loaded.config.runtime.threads)
-    r = evaluate_generation(loaded, n=args.generation, fid_extractor=args.inception or "reader")
+    r = evaluate_generation(loaded, n=args.generation, fid_extractor=fid_extractor)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0

