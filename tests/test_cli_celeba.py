@@ -102,12 +102,55 @@ def test_train_eval_ask_draw_on_celeba_end_to_end(fx, tmp_path, capsys):
     assert sorted(p.name for p in (run / "predictions").iterdir()) == before
 
 
+def test_generate_info_preview_export_a_celeba_split(fx, tmp_path, capsys):
+    """A stored CelebA split holds exactly the samples of the dataset, each row and export record naming its file."""
+    from uvlm.data.datasets import open_dataset
+    from uvlm.data.storage import read_rows, read_samples, split_config
+
+    split = tmp_path / "split"
+    flags = [*_celeba(fx), "--attributes", ATTRS, "--min-images", "2", "--vqa", "9", "--caption", "5",
+             "--generation", "4", "--resolution", "48", "--bias", "Eyeglasses:0.1:0"]
+    assert main(["data", "generate", str(split), *flags, "--workers", "2", "--shard-size", "4", "--quiet"]) == 0
+    assert "vqa 9, caption 5, generation 4" in capsys.readouterr().out
+    config = split_config(split)
+    assert config.attributes == tuple(ATTRS.split(",")) and config.bias.attribute == "Eyeglasses"
+    ds = open_dataset(config)
+    for task in ("vqa", "caption", "generation"):
+        stored = list(read_samples(split, task))
+        fresh = list(ds.stream(task))
+        assert [(s.id, s.attributes, s.source_image, s.turns, s.mentioned) for s in stored] == [
+            (s.id, s.attributes, s.source_image, s.turns, s.mentioned) for s in fresh]
+        assert [s.image.tobytes() for s in stored] == [s.image.tobytes() for s in fresh]
+    for row in read_rows(split, "vqa", columns=["source_image", "Male", "No_Beard", "Eyeglasses"]):
+        assert {a: row[a] for a in ATTRS.split(",")} == {a: fx.labels[row["source_image"]][a] for a in ATTRS.split(",")}
+    # the same flags give the same bytes, whatever the worker count
+    again = tmp_path / "again"
+    assert main(["data", "generate", str(again), *flags, "--workers", "1", "--shard-size", "4", "--quiet"]) == 0
+    first, second = (json.loads((d / "manifest.json").read_text()) for d in (split, again))
+    assert first["dataset"] == "celeba" and first["shards"] == second["shards"]
+    capsys.readouterr()
+
+    assert main(["data", "info", str(split), "--verify"]) == 0
+    assert "verified" in capsys.readouterr().out
+    assert main(["data", "preview", str(tmp_path / "sheet.png"), "--from", str(split), "-n", "3"]) == 0
+    capsys.readouterr()
+    assert main(["data", "export-llava", str(split), str(tmp_path / "llava")]) == 0
+    records = json.loads((tmp_path / "llava" / "vqa.json").read_text())
+    assert len(records) == 9 and all(r["attributes"] == {a: fx.labels[r["source_image"]][a] for a in ATTRS.split(",")}
+                                     for r in records)
+
+
 def test_what_celeba_does_not_support_yet_is_one_line(fx, tmp_path, capsys):
-    _one_line_error(capsys, ["data", "generate", str(tmp_path / "out"), *_celeba(fx), "--workers", "1"],
-                    "uvlm data generate (split folders on disk) is not supported for --dataset celeba yet")
-    assert not (tmp_path / "out").exists()
-    _one_line_error(capsys, ["data", "preview", str(tmp_path / "a.png"), "--from", str(tmp_path), *_celeba(fx)],
-                    "--from")
+    split = tmp_path / "test-split"
+    assert main(["data", "generate", str(split), *_celeba(fx), "--split", "test", "--min-images", "1", "--vqa", "4",
+                 "--generation", "0", "--resolution", "48", "--workers", "1", "--quiet"]) == 0
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("")
+    _one_line_error(capsys, ["score", "--test", str(split), "--predictions", str(answers)],
+                    "uvlm score is not supported for celeba splits yet")
+    _one_line_error(capsys, ["harness", "vlmevalkit", str(split), str(tmp_path / "x.tsv")],
+                    "uvlm harness vlmevalkit is not supported for celeba splits yet")
+    assert not (tmp_path / "x.tsv").exists()
     _one_line_error(capsys, ["data", "distribution", "--vqa", "10"], "not supported for --dataset smartwatch")
 
 

@@ -138,11 +138,6 @@ def _generate(args: argparse.Namespace) -> int:
     from uvlm.io import check_output_dir
 
     config = split_config_from_args(args)
-    if args.dataset != "smartwatch":
-        raise not_for(args.dataset, "uvlm data generate (split folders on disk)",
-                      "training and evaluation draw CelebA samples on the fly from a run config with data.dataset "
-                      "celeba (uvlm train --celeba-root DIR); look at samples with uvlm data preview --dataset celeba "
-                      "and at the attribute distribution with uvlm data distribution")
     check_output_dir(args.out, "the split")
     t0 = time.perf_counter()
     with _terminate_as_interrupt():
@@ -167,10 +162,6 @@ def _preview(args: argparse.Namespace) -> int:
     check_output_file(args.out, "the preview")
     if args.source is not None:
         from uvlm.data.storage import read_samples
-
-        if args.dataset != "smartwatch":
-            raise not_for(args.dataset, "uvlm data preview --from (split folders on disk)",
-                          "drop --from to preview samples drawn from the split flags")
 
         samples = []
         for s in read_samples(args.source, args.task):
@@ -247,7 +238,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     group = add_group(sub, "data", "generate, preview, inspect and export dataset splits (SmartWatch, CelebA)")
 
     p = group.add_parser("generate", help="write a split as sharded Parquet with a manifest",
-                         description="Render a SmartWatch split into OUT (sharded Parquet per task, manifest.json "
+                         description="Render a split of --dataset (SmartWatch by default) into OUT (sharded Parquet "
+                                     "per task, manifest.json "
                                      "with checksums, README.md dataset card that datasets.load_dataset reads). "
                                      "The bytes depend only on the flags, not on --workers.")
     p.add_argument("out", metavar="OUT", help="output folder (must be absent or empty unless --overwrite)")

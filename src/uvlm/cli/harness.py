@@ -15,7 +15,14 @@ import time
 from uvlm.cli._common import add_group
 
 
+def _smartwatch_only(args: argparse.Namespace, what: str) -> None:
+    from uvlm.data.storage import require_dataset
+
+    require_dataset(args.split_dir, "smartwatch", what)
+
+
 def _lmms_task(args: argparse.Namespace) -> int:
+    _smartwatch_only(args, "uvlm harness lmms-task")
     from uvlm.integrations.lmms_eval import write_task
 
     path = write_task(args.split_dir, args.out, name=args.name, overwrite=args.overwrite)
@@ -24,6 +31,7 @@ def _lmms_task(args: argparse.Namespace) -> int:
 
 
 def _vlmevalkit(args: argparse.Namespace) -> int:
+    _smartwatch_only(args, "uvlm harness vlmevalkit")
     from uvlm.integrations.vlmevalkit import export_tsv
 
     t0 = time.perf_counter()

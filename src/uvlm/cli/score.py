@@ -44,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
     require(test.exists(), f"test split folder {str(test)!r} not found: pass the folder of a materialized test split")
     require(test.is_dir(), f"test split folder {str(test)!r} is {found(test)}, not a folder: pass the folder of a "
                            f"materialized test split")
-    from uvlm.data.storage import read_manifest
+    from uvlm.data.storage import require_dataset
 
-    read_manifest(test)  # a damaged split is reported before the answers are read
+    require_dataset(test, "smartwatch", "uvlm score")  # a damaged split is reported before the answers are read
     predictions = read_predictions(args.predictions)
     questions = questions_from_samples(read_samples(test, "vqa", with_images=False))
     require(len(questions) > 0, f"the split in {str(test)!r} has no VQA questions: pass a test split with VQA samples")

@@ -696,6 +696,37 @@ class CelebA:
     def config_from_dict(cls, d: dict[str, Any]) -> CelebAConfig:
         return CelebAConfig.from_dict(d)
 
+    # ----- storage (uvlm.data.storage) --------------------------------------------------------------------------
+    @classmethod
+    def row_columns(cls, config: CelebAConfig) -> dict[str, str]:
+        """The columns of a stored row beyond the shared ones, with their value types: the CelebA file the image came
+        from, then one yes/no column per attribute."""
+        return {"source_image": "string", **{a: "bool" for a in config.attributes}}
+
+    @classmethod
+    def row_values(cls, sample: CelebASample) -> dict[str, Any]:
+        return {"source_image": sample.source_image, **{a: bool(v) for a, v in sample.attributes.items()}}
+
+    @classmethod
+    def sample_from_row(cls, row: Mapping[str, Any], config: CelebAConfig, turns: list[Turn],
+                        image: Image.Image | None) -> CelebASample:
+        return CelebASample(row["task"], row["id"], int(row["index"]), int(row["image_index"]),
+                            {a: bool(row[a]) for a in config.attributes}, str(row["source_image"]), turns,
+                            tuple(row["mentioned"]), image)
+
+    @classmethod
+    def export_fields(cls, row: Mapping[str, Any], config: CelebAConfig) -> dict[str, Any]:
+        """What a LLaVA export record holds of a stored row's truth: the CelebA file and the attributes."""
+        return {"source_image": row["source_image"], "attributes": {a: bool(row[a]) for a in config.attributes}}
+
+    @classmethod
+    def card(cls, config: dict[str, Any]) -> tuple[str, str, list[str]]:
+        """The dataset card's title, description and tags of a stored split."""
+        return (f"CelebA split `{config['name']}`",
+                f"Aligned CelebA faces from `{config['root']}` (pool {config['pool']}), centre-cropped, with VQA "
+                f"conversations, captions and text-to-image instructions about {', '.join(config['attributes'])}; "
+                f"each row names its CelebA file (`source_image`).", ["celeba"])
+
     @classmethod
     def parse_bias(cls, text: str) -> CelebABias:
         return CelebABias.parse(text)

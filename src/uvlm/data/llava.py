@@ -34,7 +34,8 @@ from uvlm.data import texts
 from uvlm.data.attributes import WatchAttributes
 from uvlm.data.config import TASKS
 from uvlm.data.smartwatch import Sample
-from uvlm.data.storage import check_out, decode_png, read_rows, row_attributes, verify
+from uvlm.data.datasets import DEFAULT_DATASET, dataset_class
+from uvlm.data.storage import check_out, decode_png, manifest_dataset, read_rows, row_attributes, verify
 from uvlm.errors import UserError, require
 from uvlm.io import atomic_path
 
@@ -61,6 +62,16 @@ def export_llava(split_path: str | os.PathLike, out: str | os.PathLike, overwrit
     manifest = verify(split_path)
     check_out(out, overwrite, META, "LLaVA export")
     width = max(6, len(str(max(int(manifest.get("n_images", 0)) - 1, 0))))
+    dataset = manifest_dataset(manifest)
+    if dataset == DEFAULT_DATASET:
+        def truth(row: dict[str, Any]) -> dict[str, Any]:
+            return {"attributes": {key: row[key] for key in _ATTRIBUTE_KEYS}}
+    else:  # the dataset says what a record keeps (CelebA: the source file and the attributes)
+        cls = dataset_class(dataset)
+        config = cls.config_from_dict(manifest["config"])
+
+        def truth(row: dict[str, Any]) -> dict[str, Any]:
+            return cls.export_fields(row, config)
     files: dict[str, str] = {}
     with atomic_path(out) as tmp:
         (tmp / IMAGE_DIR).mkdir(parents=True)
@@ -81,7 +92,7 @@ def export_llava(split_path: str | os.PathLike, out: str | os.PathLike, overwrit
                         "image": name,
                         "conversations": row["conversations"],
                         "task": task,
-                        "attributes": {key: row[key] for key in _ATTRIBUTE_KEYS},
+                        **truth(row),
                         "index": row["index"],
                         "image_index": row["image_index"],
                         "turn_attributes": row["turn_attributes"],
@@ -89,7 +100,8 @@ def export_llava(split_path: str | os.PathLike, out: str | os.PathLike, overwrit
                     }
                     f.write((",\n" if k else "") + json.dumps(record, ensure_ascii=False))
                 f.write("\n]\n")
-        meta = {
+        meta = {} if dataset == DEFAULT_DATASET else {"dataset": dataset}
+        meta |= {
             "format": FORMAT,
             "source": {"config": manifest["config"], "shards": manifest["shards"], "versions": manifest["versions"]},
             "counts": {t: manifest["counts"].get(t, 0) for t in TASKS},
@@ -140,6 +152,9 @@ def iter_llava(folder: str | os.PathLike, task: str | None = None, with_images: 
         raise UserError(f"unreadable {meta_path} ({e}): export again with uvlm data export-llava --overwrite") from None
     require(isinstance(meta, dict) and meta.get("format") == FORMAT,
             f"{meta_path} is not a uvlm LLaVA export: export again with uvlm data export-llava --overwrite")
+    dataset = meta.get("dataset", DEFAULT_DATASET)
+    require(dataset == DEFAULT_DATASET, f"{folder} is a {dataset} export: reading it back into samples is supported "
+                                        f"for SmartWatch exports only so far; read the JSON records directly")
     tasks = TASKS if task is None else (task,)
     require(task is None or task in TASKS, f"unknown task {task!r}: use one of {', '.join(TASKS)}")
     for t in tasks:

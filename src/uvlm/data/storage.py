@@ -1,4 +1,9 @@
-"""SmartWatch splits on disk: sharded Parquet that ``datasets`` loads, with a manifest of checksums.
+"""Dataset splits on disk: sharded Parquet that ``datasets`` loads, with a manifest of checksums.
+
+SmartWatch's layout is below. Another registered dataset stores the same shared columns (``id``, ``task``,
+``index``, ``image_index``, ``image``, then the texts) around its own truth columns (its class's ``row_columns``;
+CelebA: ``source_image`` and one bool per attribute), and its manifest names it (``"dataset": "celeba"``; absent for
+SmartWatch).
 
 Layout of a materialized split folder::
 
@@ -68,7 +73,8 @@ import uvlm
 from uvlm.data import texts
 from uvlm.data.attributes import WatchAttributes
 from uvlm.data.config import TASKS, SplitConfig
-from uvlm.data.smartwatch import Sample, SmartWatch
+from uvlm.data.datasets import DEFAULT_DATASET, dataset_class, dataset_of_config, open_dataset
+from uvlm.data.smartwatch import Sample
 from uvlm.errors import UserError, require
 from uvlm.io import atomic_path, sha256_file
 
@@ -127,6 +133,68 @@ def arrow_schema() -> pa.Schema:
     schema = hf_features().arrow_schema
     assert tuple(schema.names) == COLUMNS, schema.names
     return schema
+
+
+# ----- other datasets' rows: the shared columns around the dataset's own ---------------------------------------------
+_SHARED_HEAD = ("id", "task", "index", "image_index", "image")
+_SHARED_TAIL = ("conversations", "turn_attributes", "mentioned", "questions", "answers")
+
+
+def _check_storable(dataset: str) -> None:
+    cls = dataset_class(dataset)
+    require(dataset == DEFAULT_DATASET or hasattr(cls, "row_columns"),
+            f"dataset {dataset!r} cannot be stored as a split folder yet: it has no row layout (row_columns)")
+
+
+def columns_of(dataset: str, config: Any) -> tuple[str, ...]:
+    """The columns of a stored row of ``dataset`` (SmartWatch: :data:`COLUMNS`)."""
+    if dataset == DEFAULT_DATASET:
+        return COLUMNS
+    _check_storable(dataset)
+    return (*_SHARED_HEAD, *dataset_class(dataset).row_columns(config), *_SHARED_TAIL)
+
+
+def _features_of(dataset: str, config: Any):
+    if dataset == DEFAULT_DATASET:
+        return hf_features()
+    import datasets
+
+    s = datasets.Value("string")
+    own = {k: datasets.Value(t) for k, t in dataset_class(dataset).row_columns(config).items()}
+    return datasets.Features({"id": s, "task": s, "index": datasets.Value("int64"),
+                              "image_index": datasets.Value("int64"), "image": datasets.Image(), **own,
+                              "conversations": [{"from": s, "value": s}], "turn_attributes": [s], "mentioned": [s],
+                              "questions": [s], "answers": [s]})
+
+
+def _schema_of(dataset: str, config: Any) -> pa.Schema:
+    schema = _features_of(dataset, config).arrow_schema
+    assert tuple(schema.names) == columns_of(dataset, config), schema.names
+    return schema
+
+
+def _to_row(dataset: str, sample: Any) -> dict[str, Any]:
+    if dataset == DEFAULT_DATASET:
+        return sample_to_row(sample)
+    require(sample.image is not None, f"sample {sample.id} has no image to store")
+    return {"id": sample.id, "task": sample.task, "index": sample.index, "image_index": sample.image_index,
+            "image": {"bytes": encode_png(sample.image), "path": None}, **dataset_class(dataset).row_values(sample),
+            "conversations": sample.conversations(), "turn_attributes": [t.attribute for t in sample.turns],
+            "mentioned": list(sample.mentioned), "questions": [t.question for t in sample.turns],
+            "answers": [t.answer for t in sample.turns]}
+
+
+def _from_row(dataset: str, config: Any, row: dict[str, Any], with_image: bool) -> Any:
+    if dataset == DEFAULT_DATASET:
+        return row_to_sample(row, with_image=with_image)
+    turns = [texts.Turn(q, a, t) for q, a, t in zip(row["questions"], row["answers"], row["turn_attributes"])]
+    image = decode_png(row["image"]["bytes"]) if with_image else None
+    return dataset_class(dataset).sample_from_row(row, config, turns, image)
+
+
+def manifest_dataset(manifest: dict[str, Any]) -> str:
+    """The registered dataset a split folder holds (``smartwatch`` when its manifest names none)."""
+    return manifest.get("dataset", DEFAULT_DATASET)
 
 
 def encode_png(image: Image.Image) -> bytes:
@@ -191,7 +259,7 @@ def row_to_sample(row: dict[str, Any], with_image: bool = True) -> Sample:
 class _ShardJob:
     """One shard to render and write: rows ``start..stop-1`` of ``task`` into ``folder / rel_path``."""
 
-    config: SplitConfig
+    config: Any
     task: str
     start: int
     stop: int
@@ -202,13 +270,13 @@ class _ShardJob:
 
 def _write_shard(job: _ShardJob) -> dict[str, Any]:
     """Render and write one shard; returns its manifest entry. Memory: one row group of rows at a time."""
-    sw = SmartWatch(job.config)
+    ds = open_dataset(job.config)
     path = Path(job.folder) / job.rel_path
     path.parent.mkdir(parents=True, exist_ok=True)
     with pq.ParquetWriter(path, job.schema, compression=PARQUET_COMPRESSION) as writer:
         for lo in range(job.start, job.stop, ROW_GROUP_SIZE):
             hi = min(lo + ROW_GROUP_SIZE, job.stop)
-            rows = [sample_to_row(s) for s in sw.stream(job.task, lo, hi)]
+            rows = [_to_row(ds.name, s) for s in ds.stream(job.task, lo, hi)]
             writer.write_table(pa.Table.from_pylist(rows, schema=job.schema), row_group_size=ROW_GROUP_SIZE)
     return {"path": job.rel_path, "rows": job.stop - job.start, "start": job.start, "sha256": sha256_file(path)}
 
@@ -258,17 +326,23 @@ def dataset_card(manifest: dict[str, Any]) -> str:
         yaml += [f"- config_name: {t}", "  data_files:", f"  - split: {split}", f"    path: {t}/*.parquet"]
         if k == 0:
             yaml.append("  default: true")
-    yaml += ["tags:", "- synthetic", "- smartwatch", "---", ""]
+    dataset = manifest_dataset(manifest)
+    if dataset == DEFAULT_DATASET:
+        title, text, tags = (f"SmartWatch split `{cfg['name']}`",
+                             "Synthetic smart-watch images (analog time, weather icon, battery level, their corners) "
+                             "with VQA conversations, captions and text-to-image instructions,", ["synthetic",
+                                                                                                  "smartwatch"])
+    else:
+        title, text, tags = dataset_class(dataset).card(cfg)
+    yaml += ["tags:", *(f"- {t}" for t in tags), "---", ""]
     counts = ", ".join(f"{t} {manifest['counts'][t]:,}" for t in TASKS)
     bias = cfg["bias"]
     bias_text = "none" if bias is None else (
         f"{bias['attribute']} (VQA share {bias['vqa_share']}, caption share {bias['caption_share']})")
     body = [
-        f"# SmartWatch split `{cfg['name']}`",
+        f"# {title}",
         "",
-        "Synthetic smart-watch images (analog time, weather icon, battery level, their corners) with VQA "
-        "conversations, captions and text-to-image instructions, generated by uvlm "
-        f"{manifest['versions']['uvlm']}.",
+        f"{text} generated by uvlm {manifest['versions']['uvlm']}.",
         "",
         f"- seed {cfg['seed']}, resolution {cfg['resolution']} px, bias: {bias_text}",
         f"- samples: {counts}",
@@ -311,7 +385,8 @@ def materialize(config: SplitConfig, out: str | os.PathLike, workers: int | None
     Workers are started with ``forkserver`` (or ``spawn``), which re-imports the calling script: a script that calls
     this with ``workers > 1`` must do so under ``if __name__ == "__main__":``.
     """
-    require(isinstance(config, SplitConfig), f"materialize needs a SplitConfig, got {type(config).__name__}")
+    dataset = dataset_of_config(config)
+    _check_storable(dataset)
     require(isinstance(shard_size, int) and not isinstance(shard_size, bool) and shard_size >= 1,
             f"shard size must be a positive integer, got {shard_size!r}")
     workers = _cpu_count() if workers is None else workers
@@ -319,7 +394,8 @@ def materialize(config: SplitConfig, out: str | os.PathLike, workers: int | None
             f"workers must be a positive integer, got {workers!r}")
     out = Path(out)
     check_out(out, overwrite, MANIFEST, "uvlm split")
-    schema = arrow_schema()
+    schema = _schema_of(dataset, config)
+    open_dataset(config)  # the dataset's own files are read (and checked) before anything is written
 
     with atomic_path(out) as tmp:
         tmp.mkdir()
@@ -334,7 +410,8 @@ def materialize(config: SplitConfig, out: str | os.PathLike, workers: int | None
         entries = _run_jobs(jobs, workers, progress)
         by_path = {e["path"]: e for e in entries}
         shards = {t: [by_path[j.rel_path] for j in jobs if j.task == t] for t in TASKS}
-        manifest = {
+        manifest = {} if dataset == DEFAULT_DATASET else {"dataset": dataset}
+        manifest |= {
             "format": FORMAT,
             "schema_version": SCHEMA_VERSION,
             "config": config.to_dict(),
@@ -342,7 +419,7 @@ def materialize(config: SplitConfig, out: str | os.PathLike, workers: int | None
             "counts": {t: config.count(t) for t in TASKS},
             "n_images": config.n_images,
             "shard_size": shard_size,
-            "columns": list(COLUMNS),
+            "columns": list(columns_of(dataset, config)),
             "png": dict(PNG_OPTIONS),
             "parquet": {"compression": PARQUET_COMPRESSION, "row_group_size": ROW_GROUP_SIZE},
             "versions": versions(),
@@ -413,7 +490,7 @@ def _check_counts(path: Path, manifest: dict[str, Any]) -> None:
     require(isinstance(counts, dict) and isinstance(shards, dict) and isinstance(manifest["config"], dict),
             f"split {path} is inconsistent: its {MANIFEST} entries have the wrong form: {_regen_hint(path)}")
     try:
-        config = SplitConfig.from_dict(manifest["config"])
+        config = dataset_class(manifest_dataset(manifest)).config_from_dict(manifest["config"])
         listed = {t: sum(int(e["rows"]) for e in shards.get(t, [])) for t in TASKS}
     except (UserError, KeyError, TypeError, ValueError) as e:
         raise UserError(f"split {path} is inconsistent: its {MANIFEST} config or shard list is damaged ({e}): "
@@ -425,9 +502,20 @@ def _check_counts(path: Path, manifest: dict[str, Any]) -> None:
                 f"{config.count(t)} and its shards {listed[t]} rows: {_regen_hint(path)}")
 
 
-def split_config(path: str | os.PathLike) -> SplitConfig:
-    """The :class:`SplitConfig` a split folder was generated from."""
-    return SplitConfig.from_dict(read_manifest(path)["config"])
+def require_dataset(path: str | os.PathLike, dataset: str, what: str) -> dict[str, Any]:
+    """The manifest of the split folder ``path``, which must hold ``dataset`` (one-line error naming ``what``, the
+    command that supports only that dataset so far, otherwise)."""
+    manifest = read_manifest(path)
+    held = manifest_dataset(manifest)
+    require(held == dataset, f"{what} is not supported for {held} splits yet ({path} holds one): it reads {dataset} "
+                             f"splits only so far")
+    return manifest
+
+
+def split_config(path: str | os.PathLike) -> Any:
+    """The split config a split folder was generated from (SmartWatch: a :class:`SplitConfig`)."""
+    manifest = read_manifest(path)
+    return dataset_class(manifest_dataset(manifest)).config_from_dict(manifest["config"])
 
 
 def _shard_file(path: Path, entry: dict[str, Any]) -> Path:
@@ -454,7 +542,7 @@ def verify(path: str | os.PathLike) -> dict[str, Any]:
                 f"{manifest['counts'].get(task, 0)}: {_regen_hint(path)}")
         for entry in entries:
             _check_checksum(path, entry)
-            pf = _open_shard(path, entry)
+            pf = _open_shard(path, entry, _manifest_columns(manifest))
             # a checksum only proves the bytes are the ones the manifest lists: decode every image too
             for batch in pf.iter_batches(batch_size=ROW_GROUP_SIZE, columns=["id", "image"]):
                 for row in batch.to_pylist():
@@ -466,13 +554,21 @@ def verify(path: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def _open_shard(path: Path, entry: dict[str, Any]) -> pq.ParquetFile:
+def _manifest_columns(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """The columns of a split's rows, from its dataset and config (read_manifest has checked both)."""
+    dataset = manifest_dataset(manifest)
+    if dataset == DEFAULT_DATASET:
+        return COLUMNS
+    return columns_of(dataset, dataset_class(dataset).config_from_dict(manifest["config"]))
+
+
+def _open_shard(path: Path, entry: dict[str, Any], columns: Sequence[str] = COLUMNS) -> pq.ParquetFile:
     f = _shard_file(path, entry)
     try:
         pf = pq.ParquetFile(f)
     except (pa.ArrowException, OSError, ValueError) as e:
         raise UserError(f"shard {f} is not readable Parquet ({type(e).__name__}): {_regen_hint(path)}") from None
-    missing = [c for c in COLUMNS if c not in pf.schema_arrow.names]
+    missing = [c for c in columns if c not in pf.schema_arrow.names]
     require(not missing, f"shard {f} lacks columns {missing}: {_regen_hint(path)}")
     require(pf.metadata.num_rows == entry["rows"],
             f"shard {f} has {pf.metadata.num_rows} rows, {MANIFEST} says {entry['rows']}: {_regen_hint(path)}")
@@ -486,13 +582,14 @@ def read_rows(path: str | os.PathLike, task: str, columns: Sequence[str] | None 
     path = Path(path)
     manifest = read_manifest(path)
     require(task in TASKS, f"unknown task {task!r}: use one of {', '.join(TASKS)}")
-    cols = list(COLUMNS if columns is None else columns)
-    unknown = [c for c in cols if c not in COLUMNS]
-    require(not unknown, f"unknown columns {unknown}: use some of {', '.join(COLUMNS)}")
+    known = _manifest_columns(manifest)
+    cols = list(known if columns is None else columns)
+    unknown = [c for c in cols if c not in known]
+    require(not unknown, f"unknown columns {unknown}: use some of {', '.join(known)}")
     for entry in manifest["shards"].get(task, []):
         if verify:
             _check_checksum(path, entry)
-        pf = _open_shard(path, entry)
+        pf = _open_shard(path, entry, known)
         batches = pf.iter_batches(batch_size=ROW_GROUP_SIZE, columns=cols)
         while True:
             try:
@@ -507,12 +604,15 @@ def read_rows(path: str | os.PathLike, task: str, columns: Sequence[str] | None 
 
 def read_samples(path: str | os.PathLike, task: str, with_images: bool = True,
                  verify: bool = True) -> Iterator[Sample]:
-    """Yield the :class:`Sample` objects of one task of a split folder, in index order; each equals
-    ``SmartWatch(split_config(path)).sample(task, i)`` (images as PIL RGB, or ``None`` without ``with_images``)."""
-    cols = [c for c in COLUMNS if with_images or c != "image"]
+    """Yield the samples of one task of a split folder, in index order; each equals
+    ``open_dataset(split_config(path)).sample(task, i)`` (images as PIL RGB, or ``None`` without ``with_images``)."""
+    manifest = read_manifest(path)
+    dataset = manifest_dataset(manifest)
+    config = dataset_class(dataset).config_from_dict(manifest["config"])
+    cols = [c for c in _manifest_columns(manifest) if with_images or c != "image"]
     for row in read_rows(path, task, cols, verify=verify):
         try:
-            yield row_to_sample(row, with_image=with_images)
+            yield _from_row(dataset, config, row, with_images)
         except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for undecodable image bytes
             raise UserError(f"split {path}: the image of {row['id']} does not decode ({e}): "
                             f"{_regen_hint(Path(path))}") from None
@@ -535,6 +635,6 @@ def summary(manifest: dict[str, Any]) -> str:
     ])
 
 
-__all__ = ["COLUMNS", "SCHEMA_VERSION", "arrow_schema", "check_out", "decode_png", "encode_png", "hf_features",
+__all__ = ["COLUMNS", "columns_of", "manifest_dataset", "require_dataset", "SCHEMA_VERSION", "arrow_schema", "check_out", "decode_png", "encode_png", "hf_features",
            "materialize", "read_manifest", "read_rows", "read_samples", "row_to_sample", "sample_to_row",
            "split_config", "summary", "verify"]
