@@ -16,38 +16,12 @@ from uvlm.cli.main import main
 from uvlm.data.llava_json import generation_subsets, read_llava_json, read_reversed_captions
 from uvlm.errors import UserError
 from uvlm.model.llava import LlavaExtensionConfig, build_llava_unified, generation_example, understanding_example
-from uvlm.model.llava_tiny import save_tiny_llava
+from uvlm.model.llava_tiny import save_tiny_llava, save_tiny_llava_data
 from uvlm.train.llava import load_llava_run, read_run_meta, set_trainable, trainable_names
 
-COLOURS = {"red": (200, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 200), "yellow": (200, 200, 20),
-           "cyan": (20, 200, 200), "magenta": (200, 20, 200)}
-
-
 def _write_data(root: Path) -> dict[str, Path]:
-    img = root / "images"
-    img.mkdir(parents=True)
-    names = list(COLOURS)
-    for i, n in enumerate(names):
-        Image.new("RGB", (48 + 4 * i, 40), COLOURS[n]).save(img / f"{i}.png")
-
-    def conv(*turns):
-        return [{"from": f, "value": v} for q, a in turns for f, v in (("human", q), ("gpt", a))]
-
-    pre = [{"id": f"p{i}", "image": f"{i}.png", "conversations": conv(("<image>\nDescribe the image briefly.",
-                                                                         f"A {n} square."))}
-           for i, n in enumerate(names)]
-    mix = pre[:3] + [{"id": "t0", "conversations": conv(("one two", "three"))},
-                     {"id": "m0", "image": "3.png", "conversations": conv(("What color is the square?\n<image>",
-                                                                           "yellow"), ("Is it a circle?", "no"))}]
-    cap = [{"id": f"c{i}", "image": f"{i}.png",
-            "conversations": conv(("<image>\nWhat is in the photo?", f"A {n} square on a white background."))}
-           for i, n in enumerate(names)]
-    files = {}
-    for name, recs in (("pre", pre), ("mix", mix), ("cap", cap)):
-        files[name] = root / f"{name}.json"
-        files[name].write_text(json.dumps(recs))
-    files["images"] = img
-    return files
+    f = save_tiny_llava_data(root)
+    return {"pre": f["pretrain"], "mix": f["mix"], "cap": f["captions"], "images": f["images"]}
 
 
 @pytest.fixture(scope="module")
@@ -272,3 +246,27 @@ def test_bad_folders_are_one_line_exit_2(world, stages, tmp_path, capsys) -> Non
         rc = main(argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and message in err[0], (argv, err)
+
+
+def test_tiny_checkpoint_cli_writes_a_checkpoint_and_data_the_readers_take(tmp_path, capsys):
+    ckpt, data = tmp_path / "ckpt", tmp_path / "data"
+    assert main(["llava", "tiny-checkpoint", str(ckpt), "--data", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "pretrain.json" in out and "captions.json" in out
+    from transformers import LlavaForConditionalGeneration
+
+    assert isinstance(LlavaForConditionalGeneration.from_pretrained(ckpt), LlavaForConditionalGeneration)
+    mix = read_llava_json(data / "mix.json", data / "images")
+    assert len(mix) == 5 and sum(r.image is None for r in mix) == 1  # one text-only conversation
+    assert len(read_llava_json(data / "pretrain.json", data / "images")) == 6
+    assert sorted(p.name for p in (data / "images").iterdir()) == [f"{i}.png" for i in range(6)]
+
+
+def test_tiny_checkpoint_cli_refuses_a_used_data_folder_before_writing(tmp_path, capsys):
+    ckpt, data = tmp_path / "ckpt", tmp_path / "data"
+    data.mkdir()
+    (data / "keep.txt").write_text("x")
+    assert main(["llava", "tiny-checkpoint", str(ckpt), "--data", str(data)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--data" in err[0]
+    assert not ckpt.exists()

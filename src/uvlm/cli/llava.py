@@ -155,14 +155,22 @@ def run_draw(args: argparse.Namespace) -> int:
 
 
 def run_tiny(args: argparse.Namespace) -> int:
-    from uvlm.model.llava_tiny import save_tiny_llava
+    from uvlm.model.llava_tiny import save_tiny_llava, save_tiny_llava_data
 
     out = Path(args.out)
     require(not out.exists() or (out.is_dir() and not any(out.iterdir())),
             f"{str(out)!r} exists and is not an empty folder: choose a new folder")
+    d = Path(args.data) if args.data is not None else None
+    if d is not None:  # checked before anything is written
+        require(d.resolve() != out.resolve(), "--data must be another folder than the checkpoint's")
+        require(not d.exists() or (d.is_dir() and not any(d.iterdir())),
+                f"{str(d)!r} exists and is not an empty folder: choose a new folder for --data")
     save_tiny_llava(out, seed=args.seed)
     print(f"wrote {out}: a tiny random LlavaForConditionalGeneration (CLIP tower, projector, Llama, tokenizer, "
           f"image processor)")
+    if d is not None:
+        files = save_tiny_llava_data(d)
+        print(f"wrote {d}: {', '.join(p.name for k, p in files.items() if k != 'images')} and images/")
     return 0
 
 
@@ -253,6 +261,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "Llama, tokenizer, image processor) saved with save_pretrained, to try the "
                                      "commands on a CPU.")
     p.add_argument("out", metavar="DIR")
+    p.add_argument("--data", metavar="DATA_DIR", help="also write tiny LLaVA-format data: pretrain.json, mix.json, "
+                                                      "captions.json and images/")
     p.add_argument("--seed", type=seed_arg, default=0)
     p.set_defaults(func=run_tiny)
 

@@ -76,4 +76,46 @@ def save_tiny_llava(folder: str | os.PathLike, seed: int = 0, image_size: int = 
     return folder
 
 
-__all__ = ["save_tiny_llava"]
+#: The colours of the tiny data's images (one image per colour).
+COLOURS: dict[str, tuple[int, int, int]] = {"red": (200, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 200),
+                                            "yellow": (200, 200, 20), "cyan": (20, 200, 200),
+                                            "magenta": (200, 20, 200)}
+
+
+def save_tiny_llava_data(folder: str | os.PathLike) -> dict[str, Path]:
+    """Write tiny LLaVA-format data: ``images/0.png`` .. ``5.png`` (one colour each, sizes 48x40 to 68x40),
+    ``pretrain.json`` (a caption conversation per image, as ``blip_laion_cc_sbu_558k.json``), ``mix.json`` (three of
+    those, a text-only conversation and a two-turn one, as ``llava_v1_5_mix665k.json``) and ``captions.json`` (one
+    caption per image, as ShareGPT4V-PT). Returns the paths by name (``images``, ``pretrain``, ``mix``,
+    ``captions``)."""
+    import json
+
+    from PIL import Image
+
+    folder = Path(folder)
+    img = folder / "images"
+    img.mkdir(parents=True, exist_ok=True)
+    names = list(COLOURS)
+    for i, n in enumerate(names):
+        Image.new("RGB", (48 + 4 * i, 40), COLOURS[n]).save(img / f"{i}.png")
+
+    def conv(*turns):
+        return [{"from": f, "value": v} for q, a in turns for f, v in (("human", q), ("gpt", a))]
+
+    pre = [{"id": f"p{i}", "image": f"{i}.png",
+            "conversations": conv(("<image>\nDescribe the image briefly.", f"A {n} square."))}
+           for i, n in enumerate(names)]
+    mix = pre[:3] + [{"id": "t0", "conversations": conv(("one two", "three"))},
+                     {"id": "m0", "image": "3.png",
+                      "conversations": conv(("What color is the square?\n<image>", "yellow"), ("Is it a circle?", "no"))}]
+    cap = [{"id": f"c{i}", "image": f"{i}.png",
+            "conversations": conv(("<image>\nWhat is in the photo?", f"A {n} square on a white background."))}
+           for i, n in enumerate(names)]
+    files = {"images": img}
+    for name, recs in (("pretrain", pre), ("mix", mix), ("captions", cap)):
+        files[name] = folder / f"{name}.json"
+        files[name].write_text(json.dumps(recs, indent=1) + "\n", encoding="utf-8")
+    return files
+
+
+__all__ = ["save_tiny_llava", "save_tiny_llava_data", "COLOURS"]
