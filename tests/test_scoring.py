@@ -293,6 +293,7 @@ def fake_storage(monkeypatch):
     module = types.ModuleType("uvlm.data.storage")
     module.read_samples = read_samples
     module.read_manifest = lambda path: {}
+    module.require_dataset = lambda path, dataset, what: {}  # a manifest naming no dataset: SmartWatch
     monkeypatch.setitem(sys.modules, "uvlm.data.storage", module)
     return sw, calls
 
