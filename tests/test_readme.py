@@ -73,7 +73,8 @@ def test_dataset_example_commands_run(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_main_job_as_written(tmp_path):
-    """The README's main job exactly as written (about 16 minutes on 2 idle cores; trains the tiny SigLIP if missing)."""
+    """The README's main job exactly as written (the README states its cost: over an hour on 2 cores at the calibrated
+    preset; trains the tiny SigLIP if missing)."""
     cmd = block("main-job")[0]
     subprocess.run(cmd, shell=True, cwd=tmp_path, check=True)
     assert (tmp_path / "runs" / "quickstart" / "table.md").is_file()
