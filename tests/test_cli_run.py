@@ -34,7 +34,7 @@ def config_file(tmp_path):
     return path
 
 
-def test_train_resume_ask_draw_eval(tmp_path, capsys, config_file):
+def test_train_resume_ask_draw_eval(tmp_path, capsys, config_file, monkeypatch):
     run = tmp_path / "run"
     assert main(["train", "--config", str(config_file), "--out", str(run), "--quiet"]) == 0
     assert (run / "checkpoints/latest").read_text().strip() == "step-000004"
@@ -61,6 +61,7 @@ def test_train_resume_ask_draw_eval(tmp_path, capsys, config_file):
     assert main(["draw", str(run), "Draw a smart watch showing the time 02:07:00.", str(out)]) == 0
     with Image.open(out) as im:
         assert im.size == (RESOLUTION, RESOLUTION) and im.mode == "RGB"
+    _draw_reads_its_drawing_back(run, tmp_path, capsys, monkeypatch)
 
     capsys.readouterr()
     assert main(["eval", str(run), "--questions", "5"]) == 0
@@ -137,3 +138,40 @@ def test_train_flags_and_bad_inputs(tmp_path, capsys, config_file):
         code = e.code
     assert code == 2
     assert "expected a positive integer" in capsys.readouterr().err
+
+
+class _StubReader:
+    """Reads every image as one fixed watch (draw's read-back, without training a reader)."""
+
+    resolution = RESOLUTION
+
+    def __init__(self, hour: int, minute: int):
+        self.reading = {"hour": hour, "minute": minute, "second": 0, "weather": "sunny", "weather_position": "top-left",
+                        "battery_position": "bottom-right", "battery": 50, "face_color": [0, 0, 0]}
+
+    def read(self, x):
+        return [dict(self.reading) for _ in range(x.shape[0])]
+
+
+def _draw_reads_its_drawing_back(run, tmp_path, capsys, monkeypatch):
+    """draw says what the reader reads against what was asked, warns when it reads none of it, never trains one."""
+    import uvlm.vision.reader as reader_mod
+
+    instruction = "Draw a smart watch showing the time 02:07:00, with the weather icon in the top-left corner."
+    monkeypatch.setattr(reader_mod, "cached_reader", lambda config=None: None)
+    capsys.readouterr()
+    assert main(["draw", str(run), instruction, str(tmp_path / "a.png")]) == 0
+    assert "no reader in the cache: 'uvlm vision train --what reader'" in capsys.readouterr().err
+    monkeypatch.setattr(reader_mod, "cached_reader", lambda config=None: tmp_path)
+    for (hour, minute), drawn in (((2, 7), 2), ((8, 30), 1)):
+        monkeypatch.setattr(reader_mod, "load_reader", lambda path, h=hour, m=minute: _StubReader(h, m))
+        assert main(["draw", str(run), instruction, str(tmp_path / "b.png")]) == 0
+        err = capsys.readouterr().err
+        assert f"time {hour:02d}:{minute:02d}:00 (asked 02:07:00), weather_position top-left (asked top-left); " \
+               f"{drawn} of 2 stated attributes drawn" in err and "warning" not in err
+    monkeypatch.setattr(reader_mod, "load_reader", lambda path: _StubReader(8, 30))
+    instruction = "Draw a smart watch showing the time 02:07:00, with the battery in the top-left corner."
+    assert main(["draw", str(run), instruction, str(tmp_path / "c.png")]) == 0
+    err = capsys.readouterr().err
+    assert "0 of 2 stated attributes drawn" in err
+    assert "warning: the reader finds none of the 2 stated attributes in this drawing" in err

@@ -247,3 +247,39 @@ def test_evaluate_generation_on_a_tiny_trained_run(tmp_path):
     assert result["faithfulness"]["n"] == 8 and result["faithfulness"]["counts"]["time"] == 8
     assert result["resolution"] == RES and result["checkpoint"].endswith("step-000002")
     assert math.isfinite(result["fid_floor"]["fid"]) and result["fid_floor"]["extractor"] == "reader"
+
+
+# ----- reading back one drawing against a free-text instruction (``uvlm draw``) ------------------------------------
+def test_an_instruction_states_exactly_what_its_sample_mentions_with_its_true_values():
+    """Every generation instruction the data writes is read back to its own sample's stated attributes and values."""
+    from uvlm.eval.faithfulness import stated_in_instruction
+
+    sw = SmartWatch(SplitConfig(name="test", n_vqa=0, n_caption=0, n_generation=300))
+    seen = set()
+    for i in range(300):
+        s = sw.sample("generation", i, with_image=False)
+        stated = stated_in_instruction(s.instruction)
+        assert set(stated) == set(s.mentioned), s.instruction
+        for a, v in stated.items():
+            want = {"time": lambda t: (t.hour % 12, t.minute, t.second), "battery": lambda t: float(t.battery)}.get(
+                a, lambda t: getattr(t, a))(s.attributes)
+            assert (tuple(v) if a == "time" else v) == want, (s.instruction, a)
+        seen |= set(stated)
+    assert seen == {"time", "weather", "battery", "weather_position", "battery_position"}
+
+
+def test_read_back_scores_each_stated_attribute_by_the_vqa_rules():
+    from uvlm.eval.faithfulness import read_back, stated_in_instruction
+
+    stated = stated_in_instruction("Draw a smart watch showing the time 02:07:00, with 51% battery, and the "
+                                   "battery in the top-left corner.")
+    reading = {"hour": 2, "minute": 7, "second": 30, "weather": "sunny", "weather_position": "top-right",
+               "battery_position": "bottom-left", "battery": 41, "face_color": [0, 0, 0]}
+    back = read_back(reading, stated)
+    assert list(back) == ["time", "battery", "battery_position"]
+    assert back["time"] == {"asked": "02:07:00", "read": "02:07:30", "score": pytest.approx(1 - (30 / 30) / 3)}
+    assert back["battery"] == {"asked": "51%", "read": "41%", "score": pytest.approx(0.9)}
+    assert back["battery_position"]["score"] == 0.0
+    assert stated_in_instruction("Draw a smart watch.") == {}
+    # two different values of one attribute state neither
+    assert "weather" not in stated_in_instruction("Draw a watch showing sunny or cloudy weather.")

@@ -96,6 +96,19 @@ def test_short_training_lowers_the_loss(encoder):
     assert rec["test"]["psnr"] > rec["curve"][0]["psnr"] - 0.5 and rec["test"]["psnr"] > 12
 
 
+def test_training_states_its_plan_and_an_early_eta(encoder, caplog):
+    """A long training is never silent: a plan line before the first step, a progress line with an ETA at step 10
+    (long before log_every), then every log_every steps."""
+    cfg = PixelDecoderConfig(steps=24, batch_size=2, channels=16, min_channels=8, eval_images=2, log_every=20)
+    with caplog.at_level("INFO", logger="uvlm.vision.pixel_decoder"):
+        fit_pixel_decoder(encoder, cfg)
+    lines = [r.getMessage() for r in caplog.records if r.name == "uvlm.vision.pixel_decoder"]
+    assert lines[0].startswith("pixel-decoder: 24 steps x 2 images at 64 px, decoding a 8x8 grid of 24-dim")
+    steps = [ln.split()[2] for ln in lines if ln.startswith("pixel-decoder step ")]
+    assert steps == ["10/24", "20/24", "24/24"]
+    assert all(" eta " in ln for ln in lines if ln.startswith("pixel-decoder step "))
+
+
 def test_training_is_deterministic(encoder):
     a, ra = fit_pixel_decoder(encoder, PixelDecoderConfig(**SMALL, seed=1))
     b, rb = fit_pixel_decoder(encoder, PixelDecoderConfig(**SMALL, seed=1))

@@ -320,7 +320,42 @@ def run_draw(args: argparse.Namespace) -> int:
     with atomic_path(out, suffix=out.suffix) as tmp:
         Image.fromarray(arr).save(tmp, format=Image.registered_extensions()[out.suffix.lower()])
     print(f"wrote {out} ({arr.shape[1]}x{arr.shape[0]})", file=sys.stderr)
+    if loaded.config.data.dataset == "smartwatch":
+        _read_back_drawing(pixels[:1], args.instruction)
     return 0
+
+
+#: A stated attribute counts as drawn when the reader reads it back at this score or better (time within about a
+#: minute, battery within 10 points, weather and corners exactly).
+DRAWN_SCORE = 0.9
+
+
+def _read_back_drawing(pixels, instruction: str) -> None:
+    """Say what the SmartWatch reader reads in a drawing, against what the instruction asked, and warn when it reads
+    none of it. Uses the cached reader only (never trains one)."""
+    from uvlm.eval.faithfulness import read_images, read_back, stated_in_instruction
+    from uvlm.vision.reader import cached_reader, load_reader
+
+    path = cached_reader()
+    if path is None:
+        print("(no reader in the cache: 'uvlm vision train --what reader' lets draw read its drawings back)",
+              file=sys.stderr)
+        return
+    reading = read_images(load_reader(path), pixels.float().clamp(0, 1), batch_size=1)[0]
+    stated = stated_in_instruction(instruction)
+    if not stated:
+        print("the reader reads: " + ", ".join(f"{k} {v}" for k, v in reading.items() if k != "face_color"),
+              file=sys.stderr)
+        return
+    back = read_back(reading, stated)
+    drawn = [a for a, r in back.items() if r["score"] >= DRAWN_SCORE]
+    print("the reader reads back: " + ", ".join(
+        f"{a} {r['read']} (asked {r['asked']})" for a, r in back.items()) +
+        f"; {len(drawn)} of {len(back)} stated attributes drawn", file=sys.stderr)
+    if not drawn:
+        print(f"warning: the reader finds none of the {len(back)} stated attributes in this drawing: this model does "
+              f"not draw watches yet (more generation training is needed; 'uvlm eval RUN --generation N' measures "
+              f"how faithfully a run draws)", file=sys.stderr)
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -113,11 +113,16 @@ def _times(text: str) -> set[ClockTime]:
 
 
 def _batteries(text: str) -> set[float]:
-    found = {float(m.group(1)) for m in _PERCENT_RE.finditer(text)}
+    found = percent_values(text)
     if not found:
         without_times = _TIME_RE.sub(" ", text)
         found = {float(m.group(1)) for m in _NUMBER_RE.finditer(without_times)}
     return found
+
+
+def percent_values(text: str) -> set[float]:
+    """The numbers ``text`` marks as percentages (``51%``, ``51 percent``); bare numbers do not count."""
+    return {float(m.group(1)) for m in _PERCENT_RE.finditer(text)}
 
 
 def find_values(attribute: str, text: str) -> set:

@@ -16,13 +16,15 @@ much of a low score is the reader's (see :func:`uvlm.eval.generation_metrics.eva
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Mapping, Sequence
 
 import torch
 from PIL import Image
 
 from uvlm.data.attributes import TEXT_ATTRIBUTES, WatchAttributes
-from uvlm.data.scoring import GROUPS, REPORTED, ScoreReport, score_answer
+from uvlm.data.scoring import (GROUPS, REPORTED, ScoreReport, battery_score, find_values, parse_answer,
+                               percent_values, score_answer, time_score)
 from uvlm.errors import UserError, require
 
 #: The reading fields each stated attribute needs.
@@ -82,7 +84,69 @@ def score_reading(reading: Mapping[str, Any], attributes: WatchAttributes,
     return scores
 
 
-def _read_all(reader, images: torch.Tensor | Sequence[Image.Image], batch_size: int) -> list[dict[str, Any]]:
+_CLAUSE_RE = re.compile(r",|;|\band\b", re.IGNORECASE)
+
+
+def stated_in_instruction(text: str) -> dict[str, Any]:
+    """The attribute values a free-text generation instruction states, read with the VQA answer rules.
+
+    The time, the weather and the battery (a number with a percent marker) are read from the whole text, each only
+    when it names exactly one value; a corner belongs to the clause (between commas or "and") it stands in, as the
+    weather's when the clause speaks of the weather, as the battery's when it speaks of the battery or the charge.
+    Returns ``{attribute: value}`` with the value types of :func:`uvlm.data.scoring.find_values`.
+
+        >>> stated_in_instruction("Draw a smart watch showing the time 02:07:00, with 51% battery, and the weather icon in the top-left corner.")
+        {'time': ClockTime(hour=2, minute=7, second=0), 'battery': 51.0, 'weather_position': 'top-left'}
+    """
+    stated: dict[str, Any] = {}
+    for attribute in ("time", "weather"):
+        values = find_values(attribute, text)
+        if len(values) == 1:
+            stated[attribute] = next(iter(values))
+    batteries = percent_values(text)
+    if len(batteries) == 1:
+        stated["battery"] = next(iter(batteries))
+    for clause in _CLAUSE_RE.split(text):
+        corners = find_values("weather_position", clause)
+        if len(corners) != 1:
+            continue
+        low = clause.lower()
+        owner = ("weather_position" if "weather" in low or find_values("weather", clause) else
+                 "battery_position" if "battery" in low or "charge" in low else None)
+        if owner is not None and owner not in stated:
+            stated[owner] = next(iter(corners))
+    return {a: stated[a] for a in TEXT_ATTRIBUTES if a in stated}
+
+
+def _value_text(attribute: str, value: Any) -> str:
+    if attribute == "time":
+        return f"{value[0]:02d}:{value[1]:02d}:{value[2]:02d}"
+    if attribute == "battery":
+        return f"{value:g}%"
+    return str(value)
+
+
+def read_back(reading: Mapping[str, Any], stated: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Compare a reader's ``reading`` of one drawing with what its instruction ``stated``
+    (:func:`stated_in_instruction`): ``{attribute: {"asked", "read", "score"}}``, the score in [0, 1] by the VQA
+    rules (time by circular error, battery by absolute error, weather and corners exact)."""
+    out: dict[str, dict[str, Any]] = {}
+    for attribute, asked in stated.items():
+        read = parse_answer(attribute, _reading_text(reading, attribute))
+        if attribute == "time":
+            score = time_score(asked, read)
+        elif attribute == "battery":
+            score = battery_score(asked, read)
+        else:
+            score = 1.0 if read == asked else 0.0
+        out[attribute] = {"asked": _value_text(attribute, asked), "read": _value_text(attribute, read),
+                          "score": score}
+    return out
+
+
+def read_images(reader, images: torch.Tensor | Sequence[Image.Image], batch_size: int = 250) -> list[dict[str, Any]]:
+    """The reader's reading of each image (float ``(N, 3, H, W)`` in [0, 1] or PIL images, resized to the reader's
+    side), ``batch_size`` images per call."""
     from uvlm.vision.base import to_float_batch
 
     readings: list[dict[str, Any]] = []
@@ -116,7 +180,7 @@ def faithfulness(reader, images: torch.Tensor | Sequence[Image.Image], samples: 
     require(len(images) == n, f"got {len(images)} images for {n} samples: pass one image per sample, in order")
     require(isinstance(batch_size, int) and batch_size > 0,
             f"batch_size must be a positive integer, got {batch_size!r}")
-    readings = _read_all(reader, images, batch_size)
+    readings = read_images(reader, images, batch_size)
     require(len(readings) == n, f"the reader returned {len(readings)} readings for {n} images")
     per_attr: dict[str, list[float]] = {a: [] for a in TEXT_ATTRIBUTES}
     for reading, sample in zip(readings, samples):
@@ -129,4 +193,4 @@ def faithfulness(reader, images: torch.Tensor | Sequence[Image.Image], samples: 
             "counts": {g: report.count(g) for g in REPORTED_GROUPS}, "n": n}
 
 
-__all__ = ["REPORTED_GROUPS", "faithfulness", "score_reading"]
+__all__ = ["REPORTED_GROUPS", "faithfulness", "score_reading", "stated_in_instruction", "read_back", "read_images"]

@@ -258,6 +258,8 @@ def fit_pixel_decoder(encoder: FeatureEncoder, config: PixelDecoderConfig) -> tu
     """Train a pixel decoder in memory against a frozen ``encoder`` (one CPU thread); returns it and a record."""
     torch.set_num_threads(1)
     resolution, dim, grid = probe_encoder(encoder)
+    log.info("pixel-decoder: %d steps x %d images at %d px, decoding a %dx%d grid of %d-dim features", config.steps,
+             config.batch_size, resolution, grid[0], grid[1], dim)
     train = _split(TRAIN_SPLIT, config.seed, resolution)
     torch.manual_seed(config.seed)
     decoder = PixelDecoder(dim, grid, resolution, config)
@@ -280,11 +282,13 @@ def fit_pixel_decoder(encoder: FeatureEncoder, config: PixelDecoderConfig) -> tu
         losses.append(float(loss.detach()))
         run += losses[-1]
         n_run += 1
-        if step % config.log_every == 0 or step == config.steps:
+        # the first line comes early (step 10), so that a long training is never silent and states its ETA at once
+        if step % config.log_every == 0 or step == config.steps or step == min(10, config.log_every):
             el = time.perf_counter() - t0
-            log.info("pixel-decoder step %d/%d loss %.5f (psnr~%.2f dB) lr %.2e %.0f img/s %.1f min", step,
-                     config.steps, run / n_run, -10 * math.log10(max(run / n_run, 1e-12)), sched.get_last_lr()[0],
-                     step * config.batch_size / el, el / 60)
+            eta = el / step * (config.steps - step)
+            log.info("pixel-decoder step %d/%d loss %.5f (psnr~%.2f dB) lr %.2e %.0f img/s %.1f min, eta %.1f min",
+                     step, config.steps, run / n_run, -10 * math.log10(max(run / n_run, 1e-12)),
+                     sched.get_last_lr()[0], step * config.batch_size / el, el / 60, eta / 60)
             run, n_run = 0.0, 0
         if config.eval_every and step % config.eval_every == 0 and step < config.steps:
             m = evaluate_pixel_decoder(decoder, encoder, min(200, config.eval_images), seed=config.seed)

@@ -501,6 +501,12 @@ def train_reader(config: ReaderConfig | None = None, out: str | Path | None = No
     return save_artifact(out, reader.state_dict(), cfg, info=record)
 
 
+def cached_reader(config: ReaderConfig | None = None) -> Path | None:
+    """The cached reader folder for ``config`` (default: the tiny reader), or ``None``; never trains."""
+    config = config or ReaderConfig()
+    return cached(KIND, {"kind": KIND, **config.to_dict()})
+
+
 def load_reader(path: str | Path) -> SmartWatchReader:
     """Load a reader artifact folder written by :func:`train_reader` (in eval mode)."""
     state, cfg = load_artifact(path, kind=KIND)
@@ -515,5 +521,5 @@ def load_reader(path: str | Path) -> SmartWatchReader:
     return reader.eval()
 
 
-__all__ = ["HEADS", "ReaderConfig", "SmartWatchReader", "FIDFeatureExtractor", "train_reader", "load_reader",
+__all__ = ["HEADS", "ReaderConfig", "SmartWatchReader", "FIDFeatureExtractor", "train_reader", "cached_reader", "load_reader",
            "fit_reader", "evaluate_reader", "attribute_targets", "estimate_face_color", "rendered_batches"]
