@@ -303,9 +303,12 @@ def test_unihetero_semantic_vs_pixel_expands_at_every_preset():
     recipe = load_recipe("unihetero-semantic-vs-pixel")
     for preset_name in preset_names():
         runs = expand(recipe, load_preset(preset_name), seeds=3, paths=PAPER_PATHS)
-        assert len(runs) == 12
-        by_target = {r.config.model.target: r for r in runs if r.seed == 0}
-        assert set(by_target) == {None, "llm-embeds", "diffusion", "llm-embeds+diffusion"}
+        assert len(runs) == 18  # four arms and the transfer study's two SigLIP-SigLIP references, 3 seeds
+        by_target = {r.config.model.target: r for r in runs if r.seed == 0 and r.config.model.alpha != 0}
+        assert set(by_target) == {None, "siglip", "llm-embeds", "diffusion", "llm-embeds+diffusion"}
+        # every generating arm at the gradient-norm balance; the steps control at alpha = 0
+        rules = sorted((r.config.balance.rule, str(r.config.model.alpha)) for r in runs if r.seed == 0)
+        assert rules == [("fixed", "0.0"), ("fixed", "None")] + [("grad-norm", "None")] * 4
         assert {r.config.mode for r in by_target.values()} == {"understanding", "mixed"}
         for pixel in ("diffusion", "llm-embeds+diffusion"):
             sources = by_target[pixel].config.vision.sources

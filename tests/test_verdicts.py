@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from uvlm.experiments.verdicts import (INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, affine, calibration, format_verdict,
-                                       mixed_vs_task_specific, probe, transfer)
+                                       mixed_vs_task_specific, probe, semantic_vs_pixel, transfer)
 
 GOOD_BASE = {"time": 95.0, "weather": 30.0, "position": 99.0, "battery": 99.0, "total": 80.0}
 
@@ -124,3 +124,44 @@ def test_f1_f2_f4_on_hand_made_sets():
     low = [dict(r, final={**r["final"], "probe": {"accuracy": 0.68}}) if r["labels"]["variant"] == "VQ-VQ" else r
            for r in runs]
     assert probe(low)["verdict"] == NOT_REPRODUCED
+
+
+def uh1_study(sem_gains, pix_gains, ctrl_gains=(0, 1, -1, 0, 1, -1), seeds=6, gap=5.0, base=GOOD_BASE):
+    """UniHetero's claim 1: per seed, SigLIP_u's total plus each arm's paired gain, the steps control's too."""
+    out = []
+    for s in range(seeds):
+        t = 80.0 + 2 * s  # the baseline varies over seeds: the verdict must use paired differences
+        out.append(rec(s, {**base, "total": t}, variant="SigLIP_u"))
+        for name, alpha, g in (("SigLIP-LLMEmbeds", "auto", sem_gains[s]), ("SigLIP-Diffusion", "auto", pix_gains[s]),
+                               ("SigLIP-SigLIP", 0, ctrl_gains[s])):
+            r = rec(s, {**base, "total": t + g}, variant=name, alpha=alpha)
+            r["final"]["conditioning"] = {"gap": gap + 0.1 * s}
+            out.append(r)
+    return out
+
+
+@pytest.mark.parametrize("sem, pix, verdict, words", [
+    ((3, 4, 2, 3, 5, 4), (-2, -1, -3, 0, -2, -1), REPRODUCED, "semantic - SigLIP_u +3.5"),
+    ((3, 4, 2, 3, 5, 4), (3, 4, 2, 3, 5, 4.5), NOT_REPRODUCED, "pixel - SigLIP_u +3.6"),   # pixels help too
+    ((-3, -4, -2, -3, -5, -4), (-2, -1, -3, 0, -2, -1), NOT_REPRODUCED, "semantic - SigLIP_u -3.5"),
+    ((1, -1, 2, -2, 0, 1), (-2, -1, -3, 0, -2, -1), INCONCLUSIVE, "an interval includes 0"),
+])
+def test_uh1_semantic_helps_pixel_does_not(sem, pix, verdict, words):
+    v = semantic_vs_pixel(uh1_study(sem, pix))
+    assert v["verdict"] == verdict and words in v["reason"], v["reason"]
+    assert "interim" not in v["reason"] and "semantic - steps control" in v["pairs"]
+
+
+def test_uh1_preconditions_and_interim():
+    sem, pix = (3, 4, 2, 3, 5, 4), (-2, -1, -3, 0, -2, -1)
+    few = semantic_vs_pixel(uh1_study(sem, pix, seeds=2))
+    assert few["verdict"] == INCONCLUSIVE and "fewer than 3" in few["reason"]
+    assert "interim, 4 of 6 seeds" in semantic_vs_pixel(uh1_study(sem, pix, seeds=4))["reason"]
+    deaf = semantic_vs_pixel(uh1_study(sem, pix, gap=-0.3))
+    assert deaf["verdict"] == INCONCLUSIVE and "does not listen" in deaf["reason"]
+    weak = semantic_vs_pixel(uh1_study(sem, pix, base={**GOOD_BASE, "position": 60.0}))
+    assert weak["verdict"] == INCONCLUSIVE and "fails U1" in weak["reason"]
+    # a semantic gain the steps control matches is no evidence that generating helps
+    same = semantic_vs_pixel(uh1_study(sem, pix, ctrl_gains=sem))
+    assert same["verdict"] == INCONCLUSIVE and "format" not in same
+    assert format_verdict(semantic_vs_pixel(uh1_study(sem, pix))).startswith("**UH1: reproduced.**")

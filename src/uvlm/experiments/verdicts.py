@@ -236,6 +236,50 @@ def probe(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                    accuracy=means)
 
 
+# ----- UH1: UniHetero's claim 1, semantic against pixel generation ---------------------------------------------------
+#: UH1's paired seeds for a verdict at all; fewer than HEADLINE_SEEDS make it an interim one.
+UH1_MIN_SEEDS, HEADLINE_SEEDS = 3, 6
+
+
+def semantic_vs_pixel(records: Sequence[Mapping[str, Any]], metric: str = "vqa.total") -> dict[str, Any]:
+    """UH1 (UniHetero, claim 1): generating the LLM's own input embeddings helps understanding, a per-token diffusion
+    loss on pixel latents does not. Paired differences on ``metric`` against SigLIP_u (docs/results.md, 'UH1')."""
+    base = select(records, variant="SigLIP_u")
+    sem = select(records, variant="SigLIP-LLMEmbeds", alpha="auto")
+    pix = select(records, variant="SigLIP-Diffusion", alpha="auto")
+    control = select(records, variant="SigLIP-SigLIP", alpha=0)
+    pairs = {"semantic - SigLIP_u": paired(sem, base, metric), "pixel - SigLIP_u": paired(pix, base, metric),
+             "semantic - pixel": paired(sem, pix, metric)}
+    if control:
+        pairs["semantic - steps control"] = paired(sem, control, metric)
+    gaps = {name: summarize([value(r, "conditioning.gap") for r in runs.values()]).to_dict()
+            for name, runs in (("semantic", sem), ("pixel", pix)) if runs}
+    u1 = meets(base, UNDERSTANDING_CRITERIA["U1"])
+    n = min(len(p["seeds"]) for p in pairs.values())
+    text = "; ".join(f"{k} {_fmt(p)}" for k, p in pairs.items() if len(p["seeds"]) >= 2)
+    details = {"pairs": pairs, "conditioning_gap": gaps, "baseline": {"U1": u1}}
+    if n < UH1_MIN_SEEDS:
+        return _result("UH1", INCONCLUSIVE, f"{n} paired seeds in a comparison, fewer than {UH1_MIN_SEEDS}"
+                       + (f" ({text})" if text else ""), **details)
+    if not u1["holds"]:
+        return _result("UH1", INCONCLUSIVE, f"the baseline SigLIP_u fails U1 ({text})", **details)
+    deaf = [k for k, g in gaps.items() if not Summary.from_dict(g).ci_low > 0]  # NaN (unmeasured) counts as deaf
+    if deaf:
+        return _result("UH1", INCONCLUSIVE, f"the {' and '.join(deaf)} arm does not listen to its instructions (text "
+                                            f"gap's interval not above 0) ({text})", **details)
+    _, s_lo, s_hi = _interval(pairs["semantic - SigLIP_u"])
+    p_lo = _interval(pairs["pixel - SigLIP_u"])[1]
+    _, d_lo, d_hi = _interval(pairs["semantic - pixel"])
+    c_lo = _interval(pairs["semantic - steps control"])[1] if control else math.nan
+    interim = "" if n >= HEADLINE_SEEDS else f"; interim, {n} of {HEADLINE_SEEDS} seeds"
+    if s_hi < 0 or d_hi < 0 or p_lo > 0:
+        return _result("UH1", NOT_REPRODUCED, text + interim, **details)
+    if s_lo > 0 and d_lo > 0 and c_lo > 0:
+        return _result("UH1", REPRODUCED, text + interim, **details)
+    why = "" if control else "; the steps control was not run"
+    return _result("UH1", INCONCLUSIVE, f"an interval includes 0 ({text}){why}{interim}", **details)
+
+
 def _fmt(p: Mapping[str, Any]) -> str:
     mean, lo, hi = _interval(p)
     return f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}] (n={len(p['seeds'])})"
@@ -243,7 +287,8 @@ def _fmt(p: Mapping[str, Any]) -> str:
 
 #: Verdict name -> its function (a recipe's ``verdict`` key names one).
 VERDICTS: dict[str, Callable[[Sequence[Mapping[str, Any]]], dict[str, Any]]] = {
-    "calibration": calibration, "F1": mixed_vs_task_specific, "F2": affine, "F3": transfer, "F4": probe}
+    "calibration": calibration, "F1": mixed_vs_task_specific, "F2": affine, "F3": transfer, "F4": probe,
+    "UH1": semantic_vs_pixel}
 
 
 def format_verdict(v: Mapping[str, Any]) -> str:
@@ -267,4 +312,4 @@ def format_verdict(v: Mapping[str, Any]) -> str:
 
 
 __all__ = ["VERDICTS", "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "select", "paired", "meets", "calibration",
-           "transfer", "mixed_vs_task_specific", "affine", "probe", "format_verdict"]
+           "transfer", "mixed_vs_task_specific", "affine", "probe", "semantic_vs_pixel", "format_verdict"]
