@@ -129,6 +129,19 @@ def test_training_is_deterministic():
     assert any(not torch.equal(s1[k], s3[k]) for k in s1 if s1[k].is_floating_point())
 
 
+def test_training_states_its_plan_and_an_early_eta(caplog):
+    """The reader is trained on first use (eval --generation, vision train): never silent for long, a plan line before
+    the first step and a progress line with an ETA at step 10 (long before log_every), then every log_every steps."""
+    cfg = ReaderConfig(**{**TINY, "steps": 24, "log_every": 20})
+    with caplog.at_level("INFO", logger="uvlm.vision.reader"):
+        fit_reader(cfg)
+    lines = [r.getMessage() for r in caplog.records if r.name == "uvlm.vision.reader"]
+    assert lines[0] == "reader: 24 steps x 4 images at 64 px (cnn)"
+    steps = [ln.split()[2] for ln in lines if ln.startswith("reader step ")]
+    assert steps == ["10/24", "20/24", "24/24"]
+    assert all(", eta " in ln for ln in lines if ln.startswith("reader step "))
+
+
 def test_artifact_round_trip(tmp_path):
     cfg = ReaderConfig(**TINY)
     path = train_reader(cfg, out=tmp_path / "reader")

@@ -437,6 +437,8 @@ def fit_reader(config: ReaderConfig) -> tuple[SmartWatchReader, dict[str, Any]]:
     opt, sched = _optimizer(reader, config)
     train = _split(config, "reader-train")
     curve: list[dict[str, float]] = []
+    log.info("reader: %d steps x %d images at %d px (%s)", config.steps, config.batch_size, config.resolution,
+             config.arch)
     t0 = time.perf_counter()
     run_loss, run_acc, n_run = 0.0, {h: 0.0 for h in HEADS}, 0
     step = 0
@@ -457,12 +459,14 @@ def fit_reader(config: ReaderConfig) -> tuple[SmartWatchReader, dict[str, Any]]:
         n_run += 1
         for h in HEADS:
             run_acc[h] += accs[h]
-        if step % config.log_every == 0 or step == config.steps:
+        # the first line comes early (step 10), so that a long training is never silent and states its ETA at once
+        if step % config.log_every == 0 or step == config.steps or step == min(10, config.log_every):
             el = time.perf_counter() - t0
             acc = " ".join(f"{h[:2] if h not in ('weather_position', 'battery_position') else h[0] + 'p'}="
                            f"{run_acc[h] / n_run:.3f}" for h in HEADS)
-            log.info("reader step %d/%d loss %.4f train-acc %s lr %.2e %.0f img/s %.1f min", step, config.steps,
-                     run_loss / n_run, acc, sched.get_last_lr()[0], step * config.batch_size / el, el / 60)
+            log.info("reader step %d/%d loss %.4f train-acc %s lr %.2e %.0f img/s %.1f min, eta %.1f min", step,
+                     config.steps, run_loss / n_run, acc, sched.get_last_lr()[0], step * config.batch_size / el,
+                     el / 60, el / step * (config.steps - step) / 60)
             run_loss, run_acc, n_run = 0.0, {h: 0.0 for h in HEADS}, 0
         if config.eval_every and step % config.eval_every == 0 and step < config.steps:
             m = evaluate_reader(reader, min(500, config.eval_images), seed=config.seed)
