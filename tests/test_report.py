@@ -194,6 +194,29 @@ def test_curves_mark_chance_and_the_papers_end_points(sweep):
     plt.close("all")
 
 
+def test_the_bars_legend_hides_no_bar(tmp_path, monkeypatch):
+    """Scores near 100 fill every panel to the top: the legend of the paper's markers goes below the panels, one for
+    the figure, where it covers no bar and no error bar."""
+    import uvlm.experiments.report as report
+
+    rng = np.random.default_rng(5)
+    records = [run(g, s, rng, fid=False) for g in GROUPS for s in range(3)]
+    for r in records:
+        r["final"]["vqa"] = {a: float(rng.uniform(97, 100)) for a in ATTRS}
+    figures = []
+    monkeypatch.setattr(report, "_save", lambda fig, out, stem: figures.append(fig) or [])
+    spec = ReportSpec(table="A5", metrics=("vqa.weather", "vqa.total"))
+    report.plot_bars(aggregate(records), spec, tmp_path, "bars")
+    (fig,) = figures
+    fig.canvas.draw()
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+    assert len(legends) == 1 and [t.get_text() for t in legends[0].get_texts()] == ["paper (Table A5)"]
+    box = legends[0].get_window_extent()
+    drawn = [a for ax in fig.axes for a in (*ax.patches, *ax.lines)]  # the bars and the error bars' caps
+    assert len(drawn) == 2 * (len(GROUPS) + 2)
+    assert not [a for a in drawn if box.overlaps(a.get_window_extent())]
+
+
 def test_mixed_fid_extractors_get_separate_columns(tmp_path):
     rng = np.random.default_rng(3)
     records = [run("SigLIP-VQ", s, rng, extractor="inception") for s in range(2)]

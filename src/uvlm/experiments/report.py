@@ -516,11 +516,16 @@ def plot_bars(rows: Sequence[Row], spec: ReportSpec, out: Path, title: str) -> l
             if paper:
                 ax.scatter([i for i, _ in paper], [v for _, v in paper], marker="D", color="black", zorder=3,
                            s=18, label=f"paper (Table {table.name})")
-                ax.legend(fontsize="small")
         ax.set_xticks(x, [r.group for r in have], rotation=40, ha="right", fontsize="small")
         ax.set_title(_panel_title(metric, extractor))
         # no clipping: an interval reaching past 100% is what the seeds say and must stay visible
         _style_axis(ax, metric, extractor, clip=False)
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    if handles:  # one legend below the panels, so that no bar is hidden behind it
+        fig.legend(list(handles.values()), list(handles), fontsize="small", loc="outside lower center")
     _suptitle(fig, f"{title}: final scores (mean over seeds, 95% Student-t interval)")
     return _save(fig, out, "bars")
 
