@@ -101,6 +101,20 @@ def test_calibration_passes_the_candidate_that_meets_every_criterion_at_every_se
     gen += [rec(s, draws=0.95, variant="SigLIP_g", epochs=2, generation=240000) for s in range(3)]
     mixed = calibration([r for r in runs if r["labels"]["variant"] != "SigLIP_g"] + gen)
     assert mixed["verdict"] == "passed" and "generation=240000" in format_verdict(mixed)
+    # the VQ input is its own side (amendment 3): a failing VQ_u leaves the preset's calibration standing
+    vq = [rec(s, {**GOOD_BASE, "position": 30.0}, variant="VQ_u", bias="weather:0.05", epochs=e) for s in range(3)
+          for e in (2, 3)]
+    with_vq = calibration(runs + vq)
+    assert with_vq["verdict"] == "passed" and with_vq["sides"]["vq input"] is False
+    vq_cands = [c for c in with_vq["candidates"] if c["side"] == "vq input"]
+    assert len(vq_cands) == 2 and not any(c["passes"] or c["complete"] for c in vq_cands)
+    assert "- vq input, epochs=3: fails (VQ_u U1 fails at 3 of 3 seeds)." in format_verdict(with_vq)
+    # the VQ side passes on U1 without battery and U2
+    ok_vq = [rec(s, {**GOOD_BASE, "battery": 60.0}, variant="VQ_u", bias=b, epochs=4) for s in range(3)
+             for b in ("weather:0.05", "none")]
+    for r in ok_vq[1::2]:
+        r["final"]["vqa"]["weather"] = 99.0
+    assert calibration(runs + ok_vq)["sides"]["vq input"] is True
 
 
 def test_f1_f2_f4_on_hand_made_sets():
