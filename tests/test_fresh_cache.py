@@ -93,3 +93,10 @@ def test_draw_and_eval_generation_on_a_fresh_cache(siglip_source, tmp_path, caps
     assert report["n"] == 2 and report["fid"]["extractor"] == "reader" and report["faithfulness"]["scores"]
     assert len(list((cache / "reader").iterdir())) == 1
     assert len(list((cache / "pixel-decoder").iterdir())) == 1  # the decoder trained by draw is reused
+    # the table form: a group no drawing's instruction states prints n/a (it once crashed on None)
+    assert main(["eval", str(run), "--generation", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "faithfulness (reader on the drawings" in captured.out
+    unstated = [k for k, v in report["faithfulness"]["scores"].items() if v is None]
+    assert unstated  # 2 drawings leave some attribute unstated
+    assert all(f"{k} n/a" in captured.out for k in unstated)

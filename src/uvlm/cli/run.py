@@ -463,5 +463,5 @@ def _eval_generation(args: argparse.Namespace, loaded, fid_extractor) -> int:
     print(f"{loaded.config.variant} ({loaded.checkpoint.name}), {r['n']} test generations in {r['seconds']:.0f} s:")
     print(f"FID ({fid['extractor']} features): {fid['fid']:.1f}{floor}")
     print("faithfulness (reader on the drawings, VQA score rules): "
-          + ", ".join(f"{k} {v:.1f}" for k, v in faith.items()))
+          + ", ".join(f"{k} {'n/a' if v is None else f'{v:.1f}'}" for k, v in faith.items()))  # n/a: none stated
     return 0
