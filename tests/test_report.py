@@ -317,6 +317,14 @@ def test_paper_row_lookup():
     assert a4.lookup("x", {"variant": "SigLIP-VQ", "generation_samples": 1800},
                      {"generation_samples": 50}).name == "SigLIP-VQ (und 120K, gen 90K)"
     assert a4.lookup("x", {"variant": "SigLIP-VQ", "generation_samples": 1800}) is None  # unscaled: no such row
+    # controls the paper never ran get no paper row: alpha = 0 anywhere, the unbiased control on the biased tables
+    a5 = paper_table("A5")
+    assert a5.lookup("x", {"variant": "SigLIP-SigLIP", "alpha": 1}).name == "SigLIP-SigLIP"
+    assert a5.lookup("x", {"variant": "SigLIP-SigLIP", "alpha": 0}) is None
+    assert a5.lookup("x", {"variant": "SigLIP_u", "bias": "none"}) is None
+    assert a5.lookup("x", {"variant": "SigLIP_u", "bias": "weather:0.05"}).name == "SigLIP_u"
+    assert a3.lookup("SigLIP_u", {"bias": "none"}).name == "SigLIP_u"  # A3 is on unbiased data
+    assert a3.lookup("x", {"variant": "VQ-VQ", "alpha": 0.0}) is None
     with pytest.raises(UserError, match="unknown paper table"):
         paper_table("A9")
 

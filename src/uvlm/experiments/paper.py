@@ -152,6 +152,10 @@ class PaperTable:
     """Key label values assumed when a run does not carry that label (the paper's fixed setting)."""
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Other run label names accepted for a key label (``understanding`` may also come as ``understanding_samples``)."""
+    not_the_paper: Mapping[str, tuple[Any, ...]] = field(default_factory=lambda: {"alpha": (0,)})
+    """Run label values of a condition the paper never ran, whose runs have no paper row whatever their variant: by
+    default ``alpha = 0`` (a unified model with no generation gradient, a uvlm control); the biased-data tables add
+    ``bias = "none"`` (the unbiased control)."""
 
     def _label(self, labels: Mapping[str, Any], key: str) -> tuple[str | None, Any]:
         for name in (key, *self.aliases.get(key, ())):
@@ -185,6 +189,8 @@ class PaperTable:
     def lookup(self, group: str, labels: Mapping[str, Any], scale: Mapping[str, float] | None = None
                ) -> PaperRow | None:
         """The paper row of a run (see :meth:`key_for`), or ``None`` when the paper has none."""
+        if any(k in labels and any(_same(labels[k], v) for v in vs) for k, vs in self.not_the_paper.items()):
+            return None
         key = self.key_for(group, labels, scale)
         for row in self.rows:
             if len(row.key) == len(key) and all(_same(a, b) for a, b in zip(row.key, key)):
@@ -236,10 +242,12 @@ PAPER_TABLES: dict[str, PaperTable] = {
         {"understanding": ("understanding_samples",), "generation": ("generation_samples",)}),
     "A5": PaperTable(
         "A5", "Unified VLMs trained on weather-biased understanding data", VQA_PATHS, ("variant",),
-        tuple(PaperRow(name, (name,), values) for name, values in TABLE_A5.items())),
+        tuple(PaperRow(name, (name,), values) for name, values in TABLE_A5.items()),
+        not_the_paper={"alpha": (0,), "bias": ("none",)}),
     "A6": PaperTable(
         "A6", "Unified VLMs trained on battery-biased understanding data", VQA_PATHS, ("variant",),
-        tuple(PaperRow(name, (name,), values) for name, values in TABLE_A6.items())),
+        tuple(PaperRow(name, (name,), values) for name, values in TABLE_A6.items()),
+        not_the_paper={"alpha": (0,), "bias": ("none",)}),
 }
 
 
