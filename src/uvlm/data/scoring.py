@@ -45,7 +45,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from uvlm.data.attributes import CORNERS, TEXT_ATTRIBUTES, WEATHERS, WatchAttributes
 from uvlm.errors import UserError, require
@@ -176,13 +176,21 @@ def score_answer(attribute: str, truth: WatchAttributes, prediction: str) -> flo
 
 
 def _score_value(attribute: str, truth: WatchAttributes, value: ClockTime | float | str | None) -> float:
+    if attribute == "time":
+        return score_value(attribute, (truth.hour, truth.minute, truth.second), value)
+    return score_value(attribute, getattr(truth, attribute), value)
+
+
+def score_value(attribute: str, truth: Any, value: ClockTime | float | str | None) -> float:
+    """The score in [0, 1] of one parsed ``value`` of ``attribute`` against the true value (``(h, m, s)`` for time,
+    a number for battery, the canonical string otherwise); ``None`` (nothing parsed) scores 0."""
     if value is None:
         return 0.0
     if attribute == "time":
-        return time_score((truth.hour, truth.minute, truth.second), value)  # type: ignore[arg-type]
+        return time_score(truth, value)  # type: ignore[arg-type]
     if attribute == "battery":
-        return battery_score(truth.battery, value)  # type: ignore[arg-type]
-    return 1.0 if value == getattr(truth, attribute) else 0.0
+        return battery_score(truth, value)  # type: ignore[arg-type]
+    return 1.0 if value == truth else 0.0
 
 
 # ----- questions and reports -----------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 
 from uvlm.data.attributes import TEXT_ATTRIBUTES, WatchAttributes
-from uvlm.data.scoring import (GROUPS, REPORTED, ScoreReport, battery_score, find_values, parse_answer,
-                               percent_values, score_answer, time_score)
+from uvlm.data.scoring import (GROUPS, REPORTED, ScoreReport, find_values, parse_answer, percent_values, score_answer,
+                               score_value)
 from uvlm.errors import UserError, require
 
 #: The reading fields each stated attribute needs.
@@ -133,14 +133,8 @@ def read_back(reading: Mapping[str, Any], stated: Mapping[str, Any]) -> dict[str
     out: dict[str, dict[str, Any]] = {}
     for attribute, asked in stated.items():
         read = parse_answer(attribute, _reading_text(reading, attribute))
-        if attribute == "time":
-            score = time_score(asked, read)
-        elif attribute == "battery":
-            score = battery_score(asked, read)
-        else:
-            score = 1.0 if read == asked else 0.0
         out[attribute] = {"asked": _value_text(attribute, asked), "read": _value_text(attribute, read),
-                          "score": score}
+                          "score": score_value(attribute, asked, read)}
     return out
 
 

@@ -493,7 +493,7 @@ def train_reader(config: ReaderConfig | None = None, out: str | Path | None = No
     one is reused without training. ``info.json`` holds the held-out accuracies and the training minutes.
     """
     config = config or ReaderConfig()
-    cfg = {"kind": KIND, **config.to_dict()}
+    cfg = _cache_key(config)
     if out is None:
         hit = cached(KIND, cfg)
         if hit is not None:
@@ -505,10 +505,13 @@ def train_reader(config: ReaderConfig | None = None, out: str | Path | None = No
     return save_artifact(out, reader.state_dict(), cfg, info=record)
 
 
+def _cache_key(config: ReaderConfig) -> dict[str, Any]:
+    return {"kind": KIND, **config.to_dict()}
+
+
 def cached_reader(config: ReaderConfig | None = None) -> Path | None:
     """The cached reader folder for ``config`` (default: the tiny reader), or ``None``; never trains."""
-    config = config or ReaderConfig()
-    return cached(KIND, {"kind": KIND, **config.to_dict()})
+    return cached(KIND, _cache_key(config or ReaderConfig()))
 
 
 def load_reader(path: str | Path) -> SmartWatchReader:
@@ -525,5 +528,5 @@ def load_reader(path: str | Path) -> SmartWatchReader:
     return reader.eval()
 
 
-__all__ = ["HEADS", "ReaderConfig", "SmartWatchReader", "FIDFeatureExtractor", "train_reader", "cached_reader", "load_reader",
-           "fit_reader", "evaluate_reader", "attribute_targets", "estimate_face_color", "rendered_batches"]
+__all__ = ["HEADS", "ReaderConfig", "SmartWatchReader", "FIDFeatureExtractor", "train_reader", "cached_reader",
+           "load_reader", "fit_reader", "evaluate_reader", "attribute_targets", "estimate_face_color", "rendered_batches"]
